@@ -1,0 +1,12 @@
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """No test touches the user's real ~/.shark_nb or a real key."""
+    monkeypatch.setenv("SHARK_NB_HOME", str(tmp_path / "shark_home"))
+    monkeypatch.delenv("SHARK_API_KEY", raising=False)
+    monkeypatch.delenv("SHARK_BASE_URL", raising=False)
+    monkeypatch.delenv("SHARK_OFFLINE", raising=False)
+    monkeypatch.setenv("SHARK_SIM_LATENCY", "0.01")
+    yield
