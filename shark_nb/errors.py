@@ -160,9 +160,11 @@ class GatewayTimeoutError(APIError):
 
 
 class APIConnectionError(SharkError):
-    """No usable answer came back."""
+    """No usable answer came back. ``may_be_charged`` is True when a paid POST may have reached
+    the gateway (it is then in the ledger with outcome "unknown")."""
 
     type = "connection_error"
+    may_be_charged = False
 
 
 class APITimeoutError(APIConnectionError):

@@ -172,8 +172,6 @@ def build_request(
     task_timeout: Any = TASK_TIMEOUT_DEFAULT,
 ) -> ImageRequest:
     """Validate every field and turn image inputs into URLs. Raises ValidationError."""
-    from . import images  # Pillow is imported on first use, not at package import
-
     prompt = validate_prompt(prompt)
     model = validate_model(model)
     n = _int_in("n", n, N_MIN, N_MAX)
@@ -192,6 +190,11 @@ def build_request(
         items = [image]
     if len(items) > MAX_REFERENCE_IMAGES:
         raise ValidationError("image", f"<{len(items)} images>", f"at most {MAX_REFERENCE_IMAGES} reference images")
+    if mask is not None and not items:
+        raise ValidationError("mask", mask, "a mask together with at least one reference image (image=...)")
+    if items or mask is not None:
+        from . import images  # Pillow loads only when there are images to read
+
     urls: list[str] = []
     inputs: list[dict] = []
     first_size: tuple[int, int] | None = None
@@ -203,8 +206,6 @@ def build_request(
             first_size = (info["width"], info["height"])
     mask_url = None
     if mask is not None:
-        if not items:
-            raise ValidationError("mask", mask, "a mask together with at least one reference image (image=...)")
         mask_url, info = images.mask_to_url(mask, field="mask", reference_size=first_size)
         inputs.append({"role": "mask", **info})
     return ImageRequest(

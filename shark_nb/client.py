@@ -1,0 +1,746 @@
+"""The clients: :class:`AsyncShark` does the work over ``httpx.AsyncClient``; :class:`Shark` runs
+the same coroutines on a private event-loop thread, so it works the same in a script and inside a
+Jupyter kernel whose own loop is already running (no patching of the user's loop).
+
+A call goes: validate (nothing sent on bad input) → budget check → POST with retries (one
+``X-Tracing-ID`` for all attempts) → ledger line, fsynced, as soon as the gateway answered →
+task polling if asked → image downloads in parallel, on a client that carries no key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+
+import httpx
+
+from . import config, pricing, retry
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ConflictError,
+    DownloadError,
+    RateLimitError,
+    SharkError,
+    TaskCancelledError,
+    TaskFailedError,
+    ValidationError,
+    error_from_response,
+)
+from .ledger import Ledger, default_ledger
+from .params import MODEL, ImageRequest, build_request
+
+__all__ = ["AsyncShark", "Shark", "Task"]
+
+T = TypeVar("T")
+
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+_STATUS_ALIASES = {
+    "succeeded": "completed", "success": "completed", "complete": "completed", "done": "completed",
+    "error": "failed", "failure": "failed", "canceled": "cancelled",
+}
+_VERSION = "0.1.0"
+
+
+def _normalise_status(status: Any) -> str:
+    """Map the gateway's status spelling to ours; anything unknown counts as still running."""
+    s = str(status or "").strip().lower()
+    s = _STATUS_ALIASES.get(s, s)
+    return s if s in TERMINAL_STATUSES else "running"
+
+
+@dataclass
+class Task:
+    """A task-mode generation at the gateway. ``status`` is updated while it is awaited."""
+
+    id: str
+    polling_url: str
+    cancel_url: str | None
+    status: str = "pending"
+    created: int | None = None
+    timeout: int | None = None
+    call_id: str | None = None
+    cancel_requested: bool = False
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class _Call:
+    """What one logical call carries between its steps."""
+
+    request: ImageRequest
+    tracing_id: str
+    call_id: str
+    started: float
+    estimate: float
+
+
+class AsyncShark:
+    """Async client for the Shark image API. See the README for the whole surface."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        ledger: Ledger | None = None,
+        offline: bool | None = None,
+        poll_interval: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        download_transport: httpx.AsyncBaseTransport | None = None,
+        simulator: Any = None,
+        quiet: bool = False,
+    ) -> None:
+        settings = config.resolve(api_key, base_url, offline if simulator is None else True)
+        self._key = settings.key
+        self.offline = settings.offline
+        self.base_url = settings.base_url if simulator is None else getattr(simulator, "api_base", settings.base_url)
+        self.timeout = _positive("timeout", config.DEFAULT_TIMEOUT if timeout is None else timeout)
+        self.max_retries = _non_negative_int("max_retries", config.DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
+        self.poll_interval = _positive("poll_interval", config.DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval)
+        self.ledger = ledger if ledger is not None else default_ledger()
+        self.simulator = None
+        if self.offline and transport is None:
+            if simulator is None:
+                from .simulator import Simulator
+
+                simulator = Simulator()
+            self.simulator = simulator
+            from .simulator import AsyncSimulatorTransport
+
+            transport = AsyncSimulatorTransport(simulator)
+            download_transport = download_transport or transport
+            self.base_url = simulator.api_base
+            if not quiet:
+                config.announce_offline()
+        self._transport = transport
+        self._download_transport = download_transport
+        self._http: httpx.AsyncClient | None = None
+        self._downloads: httpx.AsyncClient | None = None
+        self._rate_gate = 0.0  # monotonic time before which no POST is sent (shared 429 back-off)
+        self._rng = random.Random()
+        # Injectable for tests: every wait goes through these two.
+        self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+        self._clock: Callable[[], float] = time.monotonic
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        mode = "offline simulator" if self.offline else self.base_url
+        return f"<{type(self).__name__} {mode} key={'set' if self._key else 'unset'}>"
+
+    @property
+    def api_key_set(self) -> bool:
+        return self._key is not None
+
+    def _api(self) -> httpx.AsyncClient:
+        if self._http is None:
+            headers = {"User-Agent": f"shark_nb/{_VERSION} httpx/{httpx.__version__}"}
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=config.CONNECT_TIMEOUT),
+                transport=self._transport, headers=headers, follow_redirects=False,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+        return self._http
+
+    def _dl(self) -> httpx.AsyncClient:
+        # A separate client with no credentials at all: the signed URLs live on another host.
+        if self._downloads is None:
+            self._downloads = httpx.AsyncClient(
+                timeout=httpx.Timeout(config.DOWNLOAD_TIMEOUT, connect=config.CONNECT_TIMEOUT),
+                transport=self._download_transport, follow_redirects=True,
+                headers={"User-Agent": f"shark_nb/{_VERSION}"},
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            )
+        return self._downloads
+
+    async def aclose(self) -> None:
+        for c in (self._http, self._downloads):
+            if c is not None:
+                await c.aclose()
+        self._http = self._downloads = None
+
+    async def __aenter__(self) -> "AsyncShark":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def _headers(self, tracing_id: str, *, budget_header: bool = False) -> dict[str, str]:
+        headers = {"X-Tracing-ID": tracing_id}
+        if self._key is not None:
+            headers["Authorization"] = "Bearer " + self._key.reveal()
+        if budget_header and self.ledger.remaining is not None:
+            headers["X-App-User-Credits"] = _credits_header(self.ledger.remaining)
+        return headers
+
+    def _is_api_url(self, url: str) -> bool:
+        """Only URLs on the API's own origin may carry the key."""
+        a, b = httpx.URL(url), httpx.URL(self.base_url)
+        return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key.reveal(), "[secure]") if self._key is not None else text
+
+    # --- public API ----------------------------------------------------------------------------
+    def build(self, prompt: Any, **params: Any) -> ImageRequest:
+        """Validate a request without sending it (what ``--dry-run`` shows)."""
+        return build_request(prompt, **params)
+
+    def estimate(self, prompt: str = "", **params: Any) -> float:
+        """Estimated credit for these settings (an estimate; the ledger records real charges)."""
+        return pricing.estimate_credit(
+            prompt=prompt, n=params.get("n", 1), size=params.get("size", "auto"),
+            quality=params.get("quality", "auto"),
+            reference_images=len(params.get("image") or ()) if isinstance(params.get("image"), (list, tuple)) else int(params.get("image") is not None),
+        )
+
+    async def generate(
+        self,
+        prompt: Any,
+        *,
+        n: int = 1,
+        size: str = "auto",
+        quality: str = "auto",
+        background: str = "auto",
+        output_format: str = "png",
+        image: Any = None,
+        mask: Any = None,
+        model: str = MODEL,
+        wait: str = "sync",
+        task_timeout: int = 300,
+        on_task: Callable[[Task], Any] | None = None,
+    ) -> "GenerationResult":
+        """Generate (or edit, with ``image=``/``mask=``) and download the images.
+
+        ``wait="task"`` submits an async task and polls it; ``on_task(task)`` is called once the
+        gateway has accepted it (the studio uses it to enable Cancel). Cancelling the awaiting
+        coroutine cancels the task at the gateway.
+        """
+        kwargs = dict(n=n, size=size, quality=quality, background=background, output_format=output_format,
+                      image=image, mask=mask, model=model, wait=wait, task_timeout=task_timeout)
+        if image is not None or mask is not None:
+            request = await asyncio.to_thread(build_request, prompt, **kwargs)
+        else:
+            request = build_request(prompt, **kwargs)
+        return await self.send(request, on_task=on_task)
+
+    async def send(self, request: ImageRequest, *, on_task: Callable[[Task], Any] | None = None,
+                   rate_limit_retries: int | None = None) -> "GenerationResult":
+        """Send an already validated request (from :meth:`build`)."""
+        estimate = request.estimate_credit()
+        self.ledger.check_budget(estimate)
+        call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
+                     started=time.monotonic(), estimate=estimate)
+        answer = await self._post_generation(call, rate_limit_retries)
+        if request.is_task and (answer.get("id") or not _image_items(answer)):
+            # (a gateway that answers a task request at once with images is taken as sync)
+            task = self._task_from(answer, call)
+            if on_task is not None:
+                on_task(task)
+            answer = await self._await_task(task, call)
+        return await self._finish(answer, call)
+
+    async def generate_many(
+        self,
+        prompts: Iterable[Any],
+        *,
+        concurrency: int = config.DEFAULT_CONCURRENCY,
+        **params: Any,
+    ) -> list["GenerationResult | SharkError"]:
+        """Run many prompts with bounded concurrency; results in input order.
+
+        A failure is returned in its slot (a :class:`SharkError`) instead of losing the batch.
+        On 429 all workers pause together (shared back-off) and keep retrying, up to
+        ``config.BATCH_RATE_LIMIT_RETRIES`` times each.
+        """
+        prompts = list(prompts)
+        concurrency = _int_range("concurrency", concurrency, 1, 64)
+        requests: list[ImageRequest | SharkError] = []
+        for p in prompts:
+            try:
+                requests.append(build_request(p, **params))
+            except ValidationError as exc:
+                requests.append(exc)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(req: ImageRequest | SharkError) -> "GenerationResult | SharkError":
+            if isinstance(req, SharkError):
+                return req
+            async with sem:
+                try:
+                    return await self.send(req, rate_limit_retries=config.BATCH_RATE_LIMIT_RETRIES)
+                except SharkError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def cancel(self, task: Task | str) -> str:
+        """Ask the gateway to cancel a task. Returns its status: ``"cancelled"`` or, when the
+        gateway refuses (409: already running or finished), ``"refused"``; the task goes on and
+        may still be charged, and it stays in the ledger as pending until it ends."""
+        if isinstance(task, str):
+            url = f"{self.base_url}/images/generations/{task}/cancel"
+            task_obj = None
+        else:
+            task.cancel_requested = True
+            url = task.cancel_url or f"{self.base_url}/images/generations/{task.id}/cancel"
+            task_obj = task
+        try:
+            response = await self._request("POST", url, tracing_id=str(uuid.uuid4()), idempotent=True)
+        except ConflictError:
+            return "refused"
+        status = "cancelled"
+        try:
+            status = _normalise_status(response.json().get("status", "cancelled"))
+        except (ValueError, AttributeError):
+            pass
+        if task_obj is not None and status == "cancelled":
+            task_obj.status = "cancelled"
+        return status if status == "cancelled" else "refused"
+
+    async def reconcile(self) -> list[dict]:
+        """Poll the tasks the ledger still lists as pending and record how they ended."""
+        updated = []
+        for rec in self.ledger.records:
+            if rec.get("outcome") != "pending" or not rec.get("polling_url"):
+                continue
+            try:
+                response = await self._request("GET", rec["polling_url"], tracing_id=rec["tracing_id"], idempotent=True)
+                body = response.json()
+            except (SharkError, ValueError):
+                continue
+            status = _normalise_status(body.get("status"))
+            if status == "running":
+                continue
+            entry = dict(rec, outcome="ok" if status == "completed" else status,
+                         credit=_credit(body), usage=body.get("usage"))
+            entry["usd"] = pricing.credits_to_usd(entry["credit"])
+            updated.append(self.ledger.record(entry))
+        return updated
+
+    # --- the HTTP core -------------------------------------------------------------------------
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        tracing_id: str,
+        json_body: dict | None = None,
+        idempotent: bool,
+        rate_limit_retries: int | None = None,
+        budget_header: bool = False,
+    ) -> httpx.Response:
+        """One logical API request with the retry policy; raises the mapped error."""
+        if not self._is_api_url(url):
+            raise APIConnectionError(f"refusing to send the API key to {httpx.URL(url).host}: "
+                                     "not the API's host", tracing_id=tracing_id)
+        client = self._api()
+        content = json.dumps(json_body).encode() if json_body is not None else None
+        attempt = 0
+        while True:
+            if method == "POST" and not idempotent:
+                await self._wait_rate_gate()
+            headers = self._headers(tracing_id, budget_header=budget_header)
+            if content is not None:
+                headers["Content-Type"] = "application/json"
+            try:
+                response = await client.request(method, url, content=content, headers=headers)
+                body = await response.aread()
+            except httpx.TransportError as exc:
+                if retry.should_retry_exception(exc, idempotent=idempotent, attempt=attempt,
+                                                max_retries=self.max_retries):
+                    await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
+                    attempt += 1
+                    continue
+                raise self._transport_error(exc, tracing_id, paid=not idempotent) from None
+            if 300 <= response.status_code < 400:
+                raise APIConnectionError(
+                    f"the API answered with a redirect (HTTP {response.status_code}) to "
+                    f"{httpx.URL(response.headers.get('location', '')).host or 'an unknown place'}; "
+                    "not followed so the key stays with the API's host — check base_url",
+                    status=response.status_code, tracing_id=tracing_id)
+            if response.status_code < 400:
+                return response
+            retry_after = retry.parse_retry_after(response.headers.get("retry-after"))
+            if retry.should_retry_status(response.status_code, attempt=attempt, max_retries=self.max_retries,
+                                         rate_limit_retries=rate_limit_retries):
+                delay = retry.backoff_delay(attempt, retry_after, rng=self._rng)
+                if response.status_code == 429 and method == "POST" and not idempotent:
+                    # Every generation of this client waits behind the same gate.
+                    self._rate_gate = max(self._rate_gate, self._clock() + delay)
+                else:
+                    await self._sleep(delay)
+                attempt += 1
+                continue
+            raise error_from_response(response.status_code, body, tracing_id=tracing_id,
+                                      retry_after=retry_after, secrets=self._secrets())
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._key.reveal(),) if self._key is not None else ()
+
+    async def _wait_rate_gate(self) -> None:
+        # Loop: another caller's 429 may push the gate further while we sleep.
+        while (delay := self._rate_gate - self._clock()) > 0:
+            await self._sleep(delay + self._rng.random() * 0.05)
+
+    def _transport_error(self, exc: httpx.TransportError, tracing_id: str, *, paid: bool) -> SharkError:
+        kind = type(exc).__name__
+        cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+        if paid and retry.may_have_been_charged(exc):
+            error = cls(f"no answer from the gateway ({kind}); the call may have been charged, so it "
+                        "was not retried — it is in the ledger as outcome 'unknown'; quote the tracing id "
+                        "to the provider", tracing_id=tracing_id)
+            error.may_be_charged = True
+            return error
+        return cls(f"could not reach the gateway ({kind}: {self._redact(str(exc))[:120]})", tracing_id=tracing_id)
+
+    # --- steps of a generation -----------------------------------------------------------------
+    def _entry(self, call: _Call, **fields: Any) -> dict:
+        req = call.request
+        entry = {
+            "call_id": call.call_id, "tracing_id": call.tracing_id, "model": req.model,
+            "prompt": req.prompt, "params": req.params(), "inputs": list(req.inputs),
+            "task_id": None, "outcome": "ok", "status": None, "images": 0, "usage": None,
+            "credit": None, "usd": None, "estimate_credit": call.estimate,
+            "latency_s": round(time.monotonic() - call.started, 3), "offline": self.offline, "error": None,
+        }
+        entry.update(fields)
+        if entry["credit"] is not None:
+            entry["usd"] = pricing.credits_to_usd(entry["credit"])
+        return entry
+
+    def _record(self, entry: dict) -> None:
+        self.ledger.record(entry)
+
+    async def _post_generation(self, call: _Call, rate_limit_retries: int | None) -> dict:
+        url = f"{self.base_url}/images/generations"
+        try:
+            response = await self._request("POST", url, tracing_id=call.tracing_id, json_body=call.request.body(),
+                                            idempotent=False, rate_limit_retries=rate_limit_retries,
+                                            budget_header=True)
+        except APIError as exc:
+            self._record(self._entry(call, outcome=exc.type or "error", status=exc.status, error=exc.message))
+            raise
+        except (APIConnectionError, asyncio.CancelledError) as exc:
+            # The POST may have reached the gateway: the outcome is unknown, and the estimate
+            # counts against the budget until the user reconciles it.
+            if isinstance(exc, asyncio.CancelledError) or exc.may_be_charged:
+                self._record(self._entry(call, outcome="unknown",
+                                         error="interrupted before the gateway answered" if isinstance(exc, asyncio.CancelledError) else exc.message))
+            raise
+        try:
+            answer = response.json()
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._record(self._entry(call, outcome="unknown", status=response.status_code,
+                                     error="unreadable answer (not JSON)"))
+            raise APIConnectionError(
+                f"the gateway answered HTTP {response.status_code} but the body is not valid JSON "
+                f"({_excerpt(response.content)!r}); the call may have been charged — it is in the ledger as unknown",
+                status=response.status_code, tracing_id=call.tracing_id) from None
+        answer["_status"] = response.status_code
+        return answer
+
+    def _task_from(self, answer: dict, call: _Call) -> Task:
+        task_id = answer.get("id")
+        if not task_id:
+            self._record(self._entry(call, outcome="unknown", status=answer.get("_status"),
+                                     error="task answer without an id"))
+            raise APIConnectionError("the gateway accepted the task but sent no task id", tracing_id=call.tracing_id)
+        polling_url = answer.get("polling_url") or f"{self.base_url}/images/generations/{task_id}"
+        task = Task(id=str(task_id), polling_url=str(polling_url), cancel_url=answer.get("cancel_url"),
+                    status=str(answer.get("status") or "pending"),
+                    created=answer.get("created"), timeout=answer.get("timeout"), call_id=call.call_id, raw=answer)
+        self._record(self._entry(call, outcome="pending", status=answer.get("_status"), task_id=task.id,
+                                 polling_url=task.polling_url))
+        return task
+
+    async def _await_task(self, task: Task, call: _Call) -> dict:
+        """Poll until the task ends. Cancelling this coroutine cancels the task at the gateway."""
+        deadline = self._clock() + (task.timeout or call.request.task_timeout) + config.TASK_DEADLINE_MARGIN
+        try:
+            while True:
+                await self._sleep(self.poll_interval)
+                response = await self._request("GET", task.polling_url, tracing_id=call.tracing_id, idempotent=True)
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                task.status = _normalise_status(body.get("status"))
+                task.raw = body
+                if task.status == "completed":
+                    body["_status"] = response.status_code
+                    return body
+                if task.status in ("failed", "cancelled"):
+                    return self._task_ended(task, body, call)
+                if self._clock() > deadline:
+                    await self._cancel_quietly(task)
+                    self._record(self._entry(call, outcome="pending", task_id=task.id, polling_url=task.polling_url,
+                                             error="deadline passed while the task was still running"))
+                    raise APITimeoutError(
+                        f"task {task.id} was still {body.get('status', 'running')!r} after the deadline; cancel was "
+                        "requested — it stays in the ledger as pending (client.reconcile() checks it later)",
+                        tracing_id=call.tracing_id)
+        except asyncio.CancelledError:
+            status = await asyncio.shield(self._cancel_quietly(task))
+            outcome = "cancelled" if status == "cancelled" else "pending"
+            self._record(self._entry(call, outcome=outcome, task_id=task.id, polling_url=task.polling_url,
+                                     error="cancelled by the user" if outcome == "cancelled" else
+                                     "stopped waiting; the gateway refused to cancel, so it may still be charged"))
+            raise
+
+    async def _cancel_quietly(self, task: Task) -> str:
+        try:
+            return await self.cancel(task)
+        except SharkError:
+            return "refused"
+
+    def _task_ended(self, task: Task, body: dict, call: _Call) -> dict:
+        err = body.get("error")
+        if isinstance(err, dict):
+            message, etype = str(err.get("message") or "task failed"), err.get("type")
+        else:
+            message, etype = (str(err) if err else f"task {task.status}"), None
+        credit = _credit(body)
+        if task.status == "cancelled":
+            self._record(self._entry(call, outcome="cancelled", task_id=task.id, credit=credit, error=message))
+            raise TaskCancelledError(f"task {task.id} was cancelled", task_id=task.id, tracing_id=call.tracing_id)
+        self._record(self._entry(call, outcome="task_failed", task_id=task.id, credit=credit, error=message,
+                                 usage=body.get("usage")))
+        raise TaskFailedError(f"task {task.id} failed: {self._redact(message)}", task_id=task.id,
+                              tracing_id=call.tracing_id, type=etype or TaskFailedError.type)
+
+    async def _finish(self, answer: dict, call: _Call) -> "GenerationResult":
+        from .results import GeneratedImage, GenerationResult, Usage
+
+        items = _image_items(answer)
+        credit = _credit(answer)
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+        task_id = answer.get("id") if call.request.is_task else None
+        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage, images=len(items))
+        # The charge is on disk before anything else can fail.
+        if not items:
+            self._record(self._entry(call, outcome="ok", error="the answer held no images", **base))
+            raise APIConnectionError("the gateway answered but sent no images; any charge is in the ledger",
+                                     status=answer.get("_status"), tracing_id=call.tracing_id)
+        self._record(self._entry(call, outcome="ok", **base))
+        try:
+            datas = await self._download_all(items, call.tracing_id)
+        except DownloadError as exc:
+            self._record(self._entry(call, outcome="ok", error=f"download failed: {exc.message}", **base))
+            raise
+        result = GenerationResult(
+            images=[], usage=Usage.from_json(usage), credit=credit, tracing_id=call.tracing_id,
+            request=call.request, model=call.request.model, task_id=task_id, created=answer.get("created"),
+            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id,
+        )
+        result.images = [GeneratedImage.from_bytes(data, url=item.get("url"), index=i, result=result)
+                         for i, (data, item) in enumerate(zip(datas, items))]
+        return result
+
+    async def _download_all(self, items: list[dict], tracing_id: str) -> list[bytes]:
+        sem = asyncio.Semaphore(config.DOWNLOAD_CONCURRENCY)
+
+        async def one(item: dict) -> bytes:
+            if item.get("b64_json"):
+                import base64
+                import binascii
+
+                try:
+                    return base64.b64decode(item["b64_json"], validate=True)
+                except (binascii.Error, ValueError):
+                    raise DownloadError("an image came back as invalid base64", tracing_id=tracing_id) from None
+            async with sem:
+                return await self._download(item["url"], tracing_id)
+
+        return list(await asyncio.gather(*(one(it) for it in items)))
+
+    async def _download(self, url: str, tracing_id: str) -> bytes:
+        """Fetch one signed URL, with no key, retrying transient failures."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._dl().get(url)
+                data = await response.aread()
+            except httpx.TransportError as exc:
+                if retry.should_retry_exception(exc, idempotent=True, attempt=attempt, max_retries=self.max_retries):
+                    await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
+                    attempt += 1
+                    continue
+                raise DownloadError(f"could not download an image ({type(exc).__name__}); the call was charged "
+                                    "and is in the ledger", tracing_id=tracing_id) from None
+            if response.status_code == 200 and data:
+                return data
+            if response.status_code >= 500 and attempt < self.max_retries:
+                await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
+                attempt += 1
+                continue
+            why = ("the signed URL has expired or was refused" if response.status_code in (401, 403)
+                   else f"HTTP {response.status_code}" + (" with an empty body" if not data else ""))
+            raise DownloadError(f"could not download an image: {why}; the call was charged and is in the ledger",
+                                status=response.status_code, tracing_id=tracing_id)
+
+
+def _image_items(answer: dict) -> list[dict]:
+    """Images from ``data[].url``, ``data[].b64_json`` or ``output.urls[]`` (undocumented shapes)."""
+    items: list[dict] = []
+    data = answer.get("data")
+    if isinstance(data, list):
+        for d in data:
+            if isinstance(d, dict) and (d.get("url") or d.get("b64_json")):
+                items.append({"url": d.get("url"), "b64_json": d.get("b64_json")})
+            elif isinstance(d, str) and d:
+                items.append({"url": d})
+    output = answer.get("output")
+    if not items and isinstance(output, dict):
+        for u in output.get("urls") or output.get("images") or []:
+            if isinstance(u, str) and u:
+                items.append({"url": u})
+            elif isinstance(u, dict) and u.get("url"):
+                items.append({"url": u["url"]})
+    return items
+
+
+def _credit(answer: dict) -> float | None:
+    value = answer.get("credit")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, str):
+            try:
+                f = float(value)
+                return f if math.isfinite(f) else None
+            except ValueError:
+                return None
+        return None
+    return float(value)
+
+
+def _credits_header(remaining: float) -> str:
+    value = max(0.0, remaining)
+    return str(int(value)) if value == int(value) else f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _excerpt(body: bytes, limit: int = 80) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValidationError(name, value, "a positive number of seconds")
+    return float(value)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(name, value, "a whole number >= 0")
+    return value
+
+
+def _int_range(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValidationError(name, value, f"a whole number from {lo} to {hi}")
+    return value
+
+
+# --- the sync client -------------------------------------------------------------------------------
+
+class _LoopThread:
+    """One private event loop in a daemon thread, shared by every sync client of the process."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def loop(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="shark_nb-loop", daemon=True).start()
+                ready.wait()
+                cls._loop = loop
+            return cls._loop
+
+    @classmethod
+    def run(cls, coro: Awaitable[T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, cls.loop())  # type: ignore[arg-type]
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
+            # and records the call) and give it a moment to do so.
+            future.cancel()
+            try:
+                future.result(timeout=10)
+            except BaseException:
+                pass
+            raise
+
+
+class Shark:
+    """The synchronous client: same arguments and methods as :class:`AsyncShark`, blocking."""
+
+    def __init__(self, api_key: str | None = None, **kwargs: Any) -> None:
+        self._async = AsyncShark(api_key, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncShark", "Shark")
+
+    @property
+    def aio(self) -> AsyncShark:
+        """The underlying async client (for use on an event loop you own)."""
+        return self._async
+
+    offline = property(lambda self: self._async.offline)
+    ledger = property(lambda self: self._async.ledger)
+    base_url = property(lambda self: self._async.base_url)
+    simulator = property(lambda self: self._async.simulator)
+    api_key_set = property(lambda self: self._async.api_key_set)
+
+    def build(self, prompt: Any, **params: Any) -> ImageRequest:
+        return self._async.build(prompt, **params)
+
+    def estimate(self, prompt: str = "", **params: Any) -> float:
+        return self._async.estimate(prompt, **params)
+
+    def generate(self, prompt: Any, **params: Any) -> "GenerationResult":
+        return _LoopThread.run(self._async.generate(prompt, **params))
+
+    def send(self, request: ImageRequest) -> "GenerationResult":
+        return _LoopThread.run(self._async.send(request))
+
+    def generate_many(self, prompts: Sequence[Any], *, concurrency: int = config.DEFAULT_CONCURRENCY,
+                      **params: Any) -> list["GenerationResult | SharkError"]:
+        return _LoopThread.run(self._async.generate_many(prompts, concurrency=concurrency, **params))
+
+    def cancel(self, task: Task | str) -> str:
+        return _LoopThread.run(self._async.cancel(task))
+
+    def reconcile(self) -> list[dict]:
+        return _LoopThread.run(self._async.reconcile())
+
+    def close(self) -> None:
+        _LoopThread.run(self._async.aclose())
+
+    def __enter__(self) -> "Shark":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

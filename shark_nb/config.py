@@ -1,0 +1,164 @@
+"""Settings: every default that shapes behaviour, and where the key and base URL come from.
+
+Precedence: an explicit argument, then the environment (``SHARK_API_KEY``, ``SHARK_BASE_URL``,
+``SHARK_OFFLINE``), then a key given with :func:`set_key` in this process. No key at all means the
+offline simulator, announced once.
+
+The key is held in a :class:`Secret` whose repr and str never show it; it is only revealed when
+building the ``Authorization`` header for the API's own host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ValidationError
+
+# --- defaults (one place for every number that shapes behaviour) -------------------------------
+DEFAULT_BASE_URL = "https://shark.ai/api/v1"
+DEFAULT_TIMEOUT = 360.0            # seconds to wait for a sync answer (image generation is slow)
+CONNECT_TIMEOUT = 10.0
+DOWNLOAD_TIMEOUT = 120.0
+DEFAULT_MAX_RETRIES = 2            # for 429/502/503/504 and requests that never left
+BATCH_RATE_LIMIT_RETRIES = 10      # generate_many keeps backing off on 429 this many times
+INITIAL_RETRY_DELAY = 0.5          # seconds; doubles each attempt, with jitter
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0             # a Retry-After longer than this is capped
+DEFAULT_POLL_INTERVAL = 2.0        # task mode: seconds between polls (provider says 2-5 s)
+TASK_DEADLINE_MARGIN = 30.0        # stop polling this long after the task's own timeout
+DOWNLOAD_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 4            # generate_many
+OFFLINE_BASE_URL = "http://api.shark-sim.invalid/api/v1"
+
+_session_key: "Secret | None" = None
+_offline_announced = False
+
+
+class Secret:
+    """A string that never shows itself in a repr, str, log or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('[secure]')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self):  # never pickled into anything
+        raise TypeError("a Secret cannot be pickled")
+
+
+def check_key(key: object) -> Secret:
+    """Validate an API key; the error never quotes it."""
+    if isinstance(key, Secret):
+        return key
+    if not isinstance(key, str) or not key:
+        raise ValidationError("api_key", "<hidden>", "a non-empty string such as 'sk-...'")
+    if key != key.strip() or any(c.isspace() for c in key):
+        raise ValidationError("api_key", "<hidden>", "a key with no spaces or line breaks",
+                              detail="it contains whitespace (a stray newline from copy-paste?)")
+    if any(ord(c) < 33 or ord(c) > 126 for c in key):
+        raise ValidationError("api_key", "<hidden>", "printable ASCII characters only")
+    return Secret(key)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",) or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: object) -> str:
+    """https anywhere; plain http only on this machine (the key would otherwise travel in clear)."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValidationError("base_url", url, "an https:// URL such as " + repr(DEFAULT_BASE_URL))
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("base_url", url, "an https:// URL such as " + repr(DEFAULT_BASE_URL))
+    if parts.username or parts.password:
+        raise ValidationError("base_url", url, "a URL without credentials in it (pass api_key=)")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not parts.hostname.endswith(".invalid"):
+        raise ValidationError("base_url", url, "https:// (plain http:// only for localhost)",
+                              detail="the API key would travel unencrypted")
+    return url
+
+
+def set_key(key: str | None = None) -> None:
+    """Set the API key for this Python process. With no argument, ask for it with getpass.
+
+    The key is kept in memory only: it is never written to a file, a notebook or widget state.
+    """
+    global _session_key
+    if key is None:
+        import getpass
+
+        key = getpass.getpass("Shark API key (input hidden): ")
+    _session_key = check_key(key)
+
+
+def clear_key() -> None:
+    global _session_key
+    _session_key = None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    key: Secret | None
+    base_url: str
+    offline: bool
+
+
+def resolve(api_key: object = None, base_url: object = None, offline: bool | None = None) -> Settings:
+    """Work out the key, base URL and offline mode from arguments, environment and set_key()."""
+    key = None
+    if api_key is not None:
+        key = check_key(api_key)
+    elif os.environ.get("SHARK_API_KEY"):
+        key = check_key(os.environ["SHARK_API_KEY"])
+    elif _session_key is not None:
+        key = _session_key
+    if offline is None:
+        offline = _env_flag("SHARK_OFFLINE") or key is None
+    if offline:
+        return Settings(key=None, base_url=OFFLINE_BASE_URL, offline=True)
+    if key is None:
+        raise ValidationError("api_key", None, "a key from SHARK_API_KEY, shark_nb.set_key() or api_key=",
+                              detail="offline=False needs a key")
+    url = base_url if base_url is not None else os.environ.get("SHARK_BASE_URL") or DEFAULT_BASE_URL
+    return Settings(key=key, base_url=check_base_url(url), offline=False)
+
+
+OFFLINE_NOTICE = ("shark_nb: no API key found (SHARK_API_KEY or shark_nb.set_key()) — using the "
+                  "offline simulator: images are synthetic and nothing is charged.")
+
+
+def announce_offline() -> None:
+    """Say once per process that we are offline."""
+    global _offline_announced
+    if not _offline_announced:
+        _offline_announced = True
+        print(OFFLINE_NOTICE, file=sys.stderr)

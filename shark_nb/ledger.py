@@ -1,0 +1,751 @@
+"""The session ledger: every call's cost, tokens and outcome, appended to a JSON Lines file.
+
+Users pay for every call, so the ledger is built so that no charged call is ever lost:
+
+* **Append-only JSON Lines.** By default one file per session in ``$SHARK_NB_HOME/ledger/``
+  (``SHARK_NB_HOME`` defaults to ``~/.shark_nb``), named like
+  ``2026-11-26T13-45-02Z-<pid>-<4 hex>.jsonl``. The folder is created with mode 0700 and the file,
+  lazily on the first record, with mode 0600. :attr:`Ledger.path` is known before the file exists.
+* **One line = one ``os.write``** on a descriptor opened with ``O_APPEND``, then ``os.fsync``.
+  Appends from several threads (a lock), kernels or processes — even to the same file — never
+  interleave. If the file ends in a torn line (a crash mid-write), the next line starts on a
+  fresh line, so the torn fragment never swallows a good record.
+* **Records live in memory first.** If the disk write fails the record is kept in memory (totals
+  and the budget still see it), a :class:`LedgerWarning` is issued, and the write is retried
+  with the next record (:attr:`Ledger.unsaved` counts what is waiting).
+* **Reading is forgiving.** :meth:`Ledger.load` skips a torn last line (and any other line that
+  is not a JSON object) with a warning, never an exception, and keeps every other line.
+
+Record schema (one JSON object a line; the client writes these)::
+
+    {"v": 1,                      # schema version (added when missing)
+     "call_id": str,              # uuid4 hex, one per logical call (added when missing)
+     "time": str,                 # ISO 8601 UTC, e.g. "2026-11-26T13:45:02.123Z" (added when missing)
+     "tracing_id": str,           # the X-Tracing-ID sent: what a user quotes to the provider
+     "model": str,                # "openai/gpt-image-2"
+     "prompt": str,
+     "params": {"n", "size", "quality", "background", "output_format", "wait"},
+     "inputs": [{"role": "image"|"mask", "bytes", "sha256", "width", "height", "format"}
+                | {"role": "image"|"mask", "url"}],
+     "task_id": str | null,       # async task id (wait="task")
+     "outcome": "ok" | "pending" | "unknown" | "<error type>" | "cancelled",
+     "status": int | null,        # HTTP status of the final answer
+     "images": int,               # images delivered
+     "usage": {"input_tokens", "output_tokens", "total_tokens"} | null,
+     "credit": float | null,      # as reported by the gateway; null = UNKNOWN, never 0
+     "usd": float | null,         # credit / 10,000
+     "estimate_credit": float,    # the pre-call estimate (pricing.estimate_credit)
+     "latency_s": float,
+     "offline": bool,             # answered by the built-in simulator
+     "error": str | null}
+
+A call may be written as several lines with the same ``call_id`` — e.g. ``"outcome": "pending"``
+when a task is submitted, then the final line. Lines with the same ``call_id`` are merged in file
+order (later keys win) and :attr:`Ledger.records` is the merged view, in first-seen order.
+
+Money:
+
+* :attr:`~Ledger.total_credits` sums every *known* ``credit`` (whatever the outcome: a call that
+  was charged and then failed to download still carries its credit).
+* A record whose credit is null but which **may have been charged** — outcome ``ok``,
+  ``pending``, ``unknown``, ``timeout``, ``download_error`` (or no outcome at all) — is counted in
+  :attr:`~Ledger.unknown_cost_calls`, and its ``estimate_credit`` is added to
+  :attr:`~Ledger.committed_credits`, the conservative figure the budget is checked against.
+  A client that stops waiting on a task whose cancel was refused should write ``"unknown"``
+  (with the ``task_id``), not ``"cancelled"``.
+* Outcomes ``budget_exceeded`` and ``validation_error`` are client-side refusals: nothing was sent,
+  and they are not counted in :attr:`~Ledger.calls`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import csv
+import html
+import json
+import math
+import os
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import pricing
+from .errors import BudgetExceededError, ValidationError
+
+__all__ = [
+    "Ledger",
+    "LedgerWarning",
+    "default_ledger",
+    "reset_default_ledger",
+    "shark_home",
+    "ledger_dir",
+    "SCHEMA_VERSION",
+    "MAY_BE_CHARGED",
+    "CLIENT_REFUSALS",
+]
+
+SCHEMA_VERSION = 1
+#: Outcomes that may have been charged; with a null credit their cost is unknown.
+MAY_BE_CHARGED = frozenset({"ok", "pending", "unknown", "timeout", "download_error", None})
+#: Outcomes where the client refused before sending anything: not calls.
+CLIENT_REFUSALS = frozenset({"budget_exceeded", "validation_error"})
+#: Rows shown by the HTML repr.
+HTML_MAX_ROWS = 50
+
+_SESSION_STAMP = "%Y-%m-%dT%H-%M-%SZ"
+_PARAM_COLUMNS = ("n", "size", "quality", "background", "output_format", "wait")
+_USAGE_COLUMNS = ("input_tokens", "output_tokens", "total_tokens")
+_FLAT_COLUMNS = (
+    "time", "call_id", "tracing_id", "model", "prompt",
+    *_PARAM_COLUMNS,
+    "inputs", "task_id", "outcome", "status", "images",
+    *_USAGE_COLUMNS,
+    "credit", "usd", "estimate_credit", "latency_s", "offline", "error", "v",
+)
+_TOP_LEVEL_FLATTENED = {"params", "usage", "inputs"}
+
+
+class LedgerWarning(UserWarning):
+    """Something about the ledger file needs attention (a skipped line, a failed write)."""
+
+
+# --------------------------------------------------------------------------------------- paths
+
+
+def shark_home() -> Path:
+    """``$SHARK_NB_HOME``, or ``~/.shark_nb``."""
+    env = os.environ.get("SHARK_NB_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".shark_nb"
+
+
+def ledger_dir(home: str | os.PathLike | None = None) -> Path:
+    """The folder holding the session files: ``<home>/ledger``."""
+    return (Path(home).expanduser() if home is not None else shark_home()) / "ledger"
+
+
+def _new_session_path() -> Path:
+    stamp = time.strftime(_SESSION_STAMP, time.gmtime())
+    return ledger_dir() / f"{stamp}-{os.getpid()}-{secrets.token_hex(2)}.jsonl"
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents, each new one with mode 0700."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        try:
+            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+        except OSError:
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(entry: dict) -> bytes:
+    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            + "\n").encode("utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe copy: non-finite floats become None, unknown objects their str()."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "__index__"):  # numpy integers and the like
+        try:
+            return int(value.__index__())
+        except Exception:
+            pass
+    try:
+        f = float(value)  # numpy floats and the like
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else None
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for null / non-numbers (a bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _fmt_num(x: float, decimals: int = 4) -> str:
+    """1234.5 -> '1,234.5'; 10000 -> '10,000'; -3.25 -> '-3.25'."""
+    text = f"{x:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _fmt_usd(usd: float) -> str:
+    sign = "-" if usd < 0 else ""
+    a = abs(usd)
+    if a == 0:
+        return "$0.00"
+    if a < 0.01:
+        return f"{sign}${_fmt_num(a, 4)}" if a >= 0.0001 else f"{sign}${a:.2g}"
+    return f"{sign}${a:,.2f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _may_be_charged_unknown(r: Mapping) -> bool:
+    return _number(r.get("credit")) is None and r.get("outcome") in MAY_BE_CHARGED
+
+
+# -------------------------------------------------------------------------------------- ledger
+
+
+class Ledger:
+    """The per-session ledger of cost, tokens and calls. See the module docstring."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, budget: float | None = None) -> None:
+        self._lock = threading.RLock()
+        self._path = Path(path).expanduser() if path is not None else _new_session_path()
+        self._records: dict[str, dict] = {}
+        self._unsaved: list[bytes] = []
+        self._anon = 0
+        self._budget: float | None = None
+        self.budget = budget
+        if self._path.is_file():
+            self._read_file()
+
+    # ------------------------------------------------------------------ properties & budget
+
+    @property
+    def path(self) -> Path:
+        """The JSONL file this ledger appends to (it may not exist before the first record)."""
+        return self._path
+
+    @property
+    def budget(self) -> float | None:
+        """The session budget in credits (1 USD = 10,000 credit), or None for no budget."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: float | None) -> None:
+        if value is None:
+            self._budget = None
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                if isinstance(value, (str, bytes, bool)):
+                    raise TypeError
+                value = float(value)  # numpy & co.
+            except (TypeError, ValueError):
+                raise ValidationError("budget", value, "a number of credits >= 0, or None") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValidationError("budget", value, "a number of credits >= 0, or None")
+        self._budget = float(value)
+
+    def set_budget_usd(self, usd: float | None) -> None:
+        """Set the budget in US dollars (None removes it)."""
+        if usd is None:
+            self.budget = None
+            return
+        if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
+            raise ValidationError("budget", usd, "a number of US dollars >= 0, or None")
+        self.budget = pricing.usd_to_credits(usd)
+
+    # -------------------------------------------------------------------------- writing
+
+    def record(self, entry: Mapping) -> dict:
+        """Append one line for one call and return the stored entry.
+
+        Adds ``"v": 1``, ``"time"`` and ``"call_id"`` when missing. The record joins the in-memory
+        view first, then the line is written with one ``os.write`` (``O_APPEND``) and fsynced. A
+        failed write is retried with the next record, never dropped (see :attr:`unsaved`).
+        """
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"Ledger.record() takes a dict, not {type(entry).__name__}")
+        stored = dict(entry)
+        if "v" not in stored:
+            stored["v"] = SCHEMA_VERSION
+        if not stored.get("time"):
+            stored["time"] = _now_iso()
+        if not stored.get("call_id"):
+            stored["call_id"] = uuid.uuid4().hex
+        try:
+            line = _encode(stored)
+        except (TypeError, ValueError) as exc:
+            stored = _jsonable(stored)
+            line = _encode(stored)
+            warnings.warn(f"ledger record {stored['call_id']} had values JSON cannot hold ({exc}); "
+                          "they were stored as null or text", LedgerWarning, stacklevel=2)
+        with self._lock:
+            self._merge(copy.deepcopy(stored))
+            self._unsaved.append(line)
+            self._flush()
+        return stored
+
+    def _flush(self) -> None:
+        """Write every unsaved line, oldest first. Caller holds the lock."""
+        try:
+            _make_private_dirs(self._path.parent)
+            fd, created = self._open()
+        except OSError as exc:
+            self._warn_unsaved(exc)
+            return
+        try:
+            while self._unsaved:
+                self._write_line(fd, self._unsaved[0])
+                self._unsaved.pop(0)
+            os.fsync(fd)
+        except OSError as exc:
+            self._warn_unsaved(exc)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self._path.parent)
+
+    def _open(self) -> tuple[int, bool]:
+        flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+        try:
+            fd = os.open(self._path, flags | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return os.open(self._path, flags, 0o600), False
+        if hasattr(os, "fchmod"):
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError:
+                pass
+        return fd, True
+
+    @staticmethod
+    def _write_line(fd: int, data: bytes) -> None:
+        # A torn line left by a crash has no newline: start ours on a fresh line.
+        size = os.fstat(fd).st_size
+        if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        written = os.write(fd, data)  # one write: O_APPEND makes it land whole, after the rest
+        while written < len(data):  # only on a short write (disk full...): finish the line
+            data = data[written:]
+            written = os.write(fd, data)
+
+    def _warn_unsaved(self, exc: OSError) -> None:
+        warnings.warn(
+            f"could not write the ledger file {self._path} ({exc.strerror or exc}); "
+            f"{_plural(len(self._unsaved), 'record')} kept in memory, retried with the next one",
+            LedgerWarning, stacklevel=4)
+
+    @property
+    def unsaved(self) -> int:
+        """Lines that could not be written to disk yet (kept in memory, retried on the next record)."""
+        with self._lock:
+            return len(self._unsaved)
+
+    # -------------------------------------------------------------------------- reading
+
+    def _merge(self, entry: dict) -> None:
+        key = entry.get("call_id")
+        if not isinstance(key, str) or not key:
+            self._anon += 1
+            key = f"\0line-{self._anon}"
+        old = self._records.get(key)
+        self._records[key] = entry if old is None else {**old, **entry}
+
+    def _read_file(self) -> None:
+        data = self._path.read_bytes()
+        lines = data.split(b"\n")
+        last_index = len(lines) - 1  # the chunk after the last newline ("" when the file is whole)
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            where = "last line" if i == last_index else f"line {i + 1}"
+            try:
+                entry = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                torn = " (a torn write: the session was interrupted mid-write)" if i == last_index else ""
+                warnings.warn(f"{self._path.name}: skipped {where}, which is not valid JSON{torn}",
+                              LedgerWarning, stacklevel=3)
+                continue
+            if not isinstance(entry, dict):
+                warnings.warn(f"{self._path.name}: skipped {where}, which is not a JSON object",
+                              LedgerWarning, stacklevel=3)
+                continue
+            if i == last_index:
+                # Complete JSON missing only its newline: the data is whole, keep it.
+                warnings.warn(f"{self._path.name}: the last line has no newline at the end (kept)",
+                              LedgerWarning, stacklevel=3)
+            self._merge(entry)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Ledger":
+        """Reopen a past session file. Torn or invalid lines are skipped with a warning.
+
+        The returned ledger can still be appended to (lines go to the same file).
+        """
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"no ledger file at {p}")
+        return cls(p)
+
+    @classmethod
+    def sessions(cls, home: str | os.PathLike | None = None) -> list[Path]:
+        """Past session files (``*.jsonl``) under ``<home>/ledger``, newest first."""
+        folder = ledger_dir(home)
+        if not folder.is_dir() and home is not None and Path(home).expanduser().is_dir():
+            folder = Path(home).expanduser()  # a ledger folder given directly
+        if not folder.is_dir():
+            return []
+
+        def key(p: Path) -> tuple[float, float, str]:
+            try:
+                mtime = p.stat().st_mtime
+            except OSError:
+                mtime = 0.0
+            try:
+                started = float(calendar.timegm(time.strptime(p.name[:20], _SESSION_STAMP)))
+            except ValueError:
+                started = mtime
+            return started, mtime, p.name
+
+        return sorted((p for p in folder.glob("*.jsonl") if p.is_file()), key=key, reverse=True)
+
+    # --------------------------------------------------------------------------- totals
+
+    def _values(self) -> list[dict]:
+        with self._lock:
+            return list(self._records.values())
+
+    @property
+    def records(self) -> list[dict]:
+        """One dict per call (lines merged by call_id), in first-seen order. Copies."""
+        with self._lock:
+            return copy.deepcopy(list(self._records.values()))
+
+    @property
+    def calls(self) -> int:
+        """Calls made (records, minus client-side refusals where nothing was sent)."""
+        return sum(1 for r in self._values() if r.get("outcome") not in CLIENT_REFUSALS)
+
+    @property
+    def images(self) -> int:
+        total = 0
+        for r in self._values():
+            n = _number(r.get("images"))
+            total += int(n) if n else 0
+        return total
+
+    @property
+    def total_credits(self) -> float:
+        """Sum of the credits the gateway reported (unknown credits are *not* counted as 0:
+        see :attr:`unknown_cost_calls` and :attr:`committed_credits`)."""
+        return float(sum(c for c in (_number(r.get("credit")) for r in self._values()) if c is not None))
+
+    @property
+    def total_usd(self) -> float:
+        return self.total_credits / pricing.CREDITS_PER_USD
+
+    @property
+    def unknown_cost_calls(self) -> int:
+        """Calls that may have been charged but whose credit is unknown."""
+        return sum(1 for r in self._values() if _may_be_charged_unknown(r))
+
+    @property
+    def total_tokens(self) -> dict[str, int]:
+        sums = dict.fromkeys(_USAGE_COLUMNS, 0)
+        for r in self._values():
+            usage = r.get("usage")
+            if isinstance(usage, Mapping):
+                for k in _USAGE_COLUMNS:
+                    v = _number(usage.get(k))
+                    if v is not None:
+                        sums[k] += int(v)
+        return sums
+
+    @property
+    def committed_credits(self) -> float:
+        """Known credits plus the estimate of every call of unknown cost: the budget's figure."""
+        with self._lock:
+            values = list(self._records.values())
+        known = sum(c for c in (_number(r.get("credit")) for r in values) if c is not None)
+        pending = sum(_number(r.get("estimate_credit")) or 0.0 for r in values if _may_be_charged_unknown(r))
+        return float(known + pending)
+
+    @property
+    def remaining(self) -> float | None:
+        """Budget minus committed credits (None without a budget; negative when over)."""
+        budget = self._budget
+        return None if budget is None else budget - self.committed_credits
+
+    def check_budget(self, estimate: float) -> None:
+        """Raise :class:`~shark_nb.errors.BudgetExceededError` if ``estimate`` exceeds what is left."""
+        est = _number(estimate)
+        if est is None or est < 0:
+            raise ValidationError("estimate", estimate, "a number of credits >= 0")
+        budget = self._budget
+        if budget is None:
+            return
+        remaining = budget - self.committed_credits
+        if est <= remaining + 1e-9:
+            return
+        left = (f"{_fmt_num(remaining)} credit ({_fmt_usd(remaining / pricing.CREDITS_PER_USD)}) is left"
+                if remaining >= 0 else
+                f"the session is already {_fmt_num(-remaining)} credit over")
+        raise BudgetExceededError(
+            f"this call is estimated at {_fmt_num(est)} credit ({_fmt_usd(est / pricing.CREDITS_PER_USD)}) "
+            f"but {left} of the session budget of {_fmt_num(budget)} credit "
+            f"({_fmt_usd(budget / pricing.CREDITS_PER_USD)}); nothing was sent. Raise it with "
+            f"`%shark budget <USD>` or `ledger.budget = <credits>` (None removes it)",
+            estimate=est, remaining=remaining)
+
+    # -------------------------------------------------------------------------- display
+
+    def summary(self) -> str:
+        """One line, e.g. ``3 calls · 7 images · 1,234.5 credit ($0.12) · 1 call of unknown cost
+        · budget 10,000 credit, 8,765.5 left``."""
+        credits = self.total_credits
+        parts = [_plural(self.calls, "call"), _plural(self.images, "image"),
+                 f"{_fmt_num(credits)} credit ({_fmt_usd(credits / pricing.CREDITS_PER_USD)})"]
+        unknown = self.unknown_cost_calls
+        if unknown:
+            parts.append(f"{_plural(unknown, 'call')} of unknown cost")
+        budget = self._budget
+        if budget is not None:
+            remaining = budget - self.committed_credits
+            tail = f"{_fmt_num(remaining)} left" if remaining >= 0 else f"{_fmt_num(-remaining)} over"
+            parts.append(f"budget {_fmt_num(budget)} credit, {tail}")
+        unsaved = self.unsaved
+        if unsaved:
+            parts.append(f"{_plural(unsaved, 'record')} not yet saved to disk")
+        return " · ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<Ledger {self.summary()} · {self._path}>"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        values = self._values()
+        shown = values[-HTML_MAX_ROWS:]
+        hidden = len(values) - len(shown)
+        td = 'style="padding:2px 8px;text-align:{}"'
+        left, right = td.format("left"), td.format("right")
+        head = ("Time", "Prompt", "Size · quality · n", "Images", "Credit", "USD", "Latency", "Outcome")
+        aligns = (left, left, left, right, right, right, right, left)
+        out = ['<div class="shark-ledger" style="font-size:12px">',
+               '<table style="border-collapse:collapse">',
+               "<thead><tr>" + "".join(f"<th {a}>{h}</th>" for h, a in zip(head, aligns)) + "</tr></thead>",
+               "<tbody>"]
+        if hidden:
+            out.append(f'<tr><td colspan="8" {left}><i>…{_plural(hidden, "earlier call")} '
+                       f"not shown (see ledger.records or ledger.to_csv())</i></td></tr>")
+        for r in shown:
+            cells = self._html_cells(r)
+            out.append("<tr>" + "".join(f"<td {a}>{c}</td>" for c, a in zip(cells, aligns)) + "</tr>")
+        credits = self.total_credits
+        tokens = self.total_tokens
+        unknown = self.unknown_cost_calls
+        unknown_note = f" + {_plural(unknown, 'call')} of unknown cost" if unknown else ""
+        out.append(
+            f'<tr style="border-top:1px solid #999;font-weight:bold"><td {left} colspan="3">'
+            f"Total: {_plural(self.calls, 'call')}, {tokens['total_tokens']:,} tokens</td>"
+            f"<td {right}>{self.images:,}</td><td {right}>{e(_fmt_num(credits))}</td>"
+            f"<td {right}>{e(_fmt_usd(credits / pricing.CREDITS_PER_USD))}</td>"
+            f'<td {left} colspan="2">{e(unknown_note)}</td></tr>')
+        out.append("</tbody></table>")
+        budget = self._budget
+        if budget is None:
+            line = "No budget set (<code>%shark budget 2.50</code> or <code>ledger.budget = 25000</code>)."
+        else:
+            remaining = budget - self.committed_credits
+            colour = "#c62828" if remaining < 0 else "inherit"
+            tail = (f"{e(_fmt_num(remaining))} credit left" if remaining >= 0
+                    else f"{e(_fmt_num(-remaining))} credit over")
+            line = (f"Budget {e(_fmt_num(budget))} credit ({e(_fmt_usd(budget / pricing.CREDITS_PER_USD))}): "
+                    f'<span style="color:{colour}">{tail}</span>'
+                    + (" (counting estimates for calls of unknown cost)" if unknown else "") + ".")
+        out.append(f'<div style="margin-top:4px">{line} '
+                   f'<span style="color:#888">{e(str(self._path))}</span></div></div>')
+        return "".join(out)
+
+    @staticmethod
+    def _html_cells(r: Mapping) -> list[str]:
+        e = html.escape
+        raw_time = str(r.get("time") or "")
+        shown_time = raw_time.replace("T", " ")[:19] if len(raw_time) >= 19 else raw_time
+        prompt = str(r.get("prompt") or "")
+        short = prompt if len(prompt) <= 80 else prompt[:79] + "…"
+        title = prompt if len(prompt) <= 500 else prompt[:499] + "…"
+        params = r.get("params") if isinstance(r.get("params"), Mapping) else {}
+        setting = " · ".join(str(params.get(k, "?")) for k in ("size", "quality", "n"))
+        images = _number(r.get("images"))
+        credit = _number(r.get("credit"))
+        estimate = _number(r.get("estimate_credit"))
+        if credit is not None:
+            credit_cell = e(_fmt_num(credit))
+            usd_cell = e(_fmt_usd(credit / pricing.CREDITS_PER_USD))
+        elif _may_be_charged_unknown(r):
+            est = f"estimate {_fmt_num(estimate)} credit" if estimate is not None else "no estimate"
+            credit_cell = f'<span title="{e(est)}" style="color:#b26a00">unknown</span>'
+            usd_cell = "?"
+        else:
+            credit_cell = usd_cell = "—"
+        latency = _number(r.get("latency_s"))
+        outcome = str(r.get("outcome") or "?")
+        colour = ("#2e7d32" if outcome == "ok" else "#b26a00" if outcome in ("pending", "unknown", "cancelled")
+                  else "#c62828")
+        outcome_cell = f'<span style="color:{colour}">{e(outcome)}</span>'
+        if r.get("error"):
+            err = str(r.get("error"))
+            outcome_cell = f'<span title="{e(err[:500])}">{outcome_cell}</span>'
+        if r.get("offline"):
+            outcome_cell += (' <span style="background:#eee;color:#555;border-radius:3px;'
+                             'padding:0 4px;font-size:10px">offline</span>')
+        return [
+            e(shown_time),
+            f'<span title="{e(title)}">{e(short)}</span>',
+            e(setting),
+            f"{int(images):,}" if images is not None else "—",
+            credit_cell,
+            usd_cell,
+            f"{latency:.1f} s" if latency is not None else "—",
+            outcome_cell,
+        ]
+
+    # --------------------------------------------------------------------------- export
+
+    def _flat(self) -> tuple[list[str], list[dict[str, Any]]]:
+        values = self.records
+        extra: list[str] = []
+        rows = []
+        for r in values:
+            row: dict[str, Any] = {}
+            for k, v in r.items():
+                if k in _TOP_LEVEL_FLATTENED:
+                    continue
+                row[k] = v
+            params = r.get("params")
+            if isinstance(params, Mapping):
+                for k, v in params.items():
+                    col = k if k in _PARAM_COLUMNS else f"params.{k}"
+                    row[col] = v
+            usage = r.get("usage")
+            if isinstance(usage, Mapping):
+                for k, v in usage.items():
+                    row[k if k in _USAGE_COLUMNS else f"usage.{k}"] = v
+            inputs = r.get("inputs")
+            row["inputs"] = len(inputs) if isinstance(inputs, (list, tuple)) else 0
+            for k, v in row.items():
+                if isinstance(v, (dict, list, tuple)):
+                    row[k] = json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=str)
+                if k not in _FLAT_COLUMNS and k not in extra:
+                    extra.append(k)
+            rows.append(row)
+        return list(_FLAT_COLUMNS) + extra, rows
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the merged records as a flat CSV (usage and params as columns, inputs as a count).
+
+        Written atomically (a temporary file in the same folder, then renamed). An existing folder
+        as ``path`` gets ``<session>.csv`` inside it. Unknown values are empty cells. Returns the path.
+        """
+        target = Path(path).expanduser()
+        if target.is_dir():
+            target = target / (self._path.stem + ".csv")
+        columns, rows = self._flat()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns, restval="", extrasaction="ignore")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return target
+
+    def to_dataframe(self):
+        """The merged records as a pandas DataFrame (same columns as :meth:`to_csv`).
+
+        Unknown credits are NaN, never 0. ``time`` is a UTC datetime column.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Ledger.to_dataframe() needs pandas (pip install pandas); "
+                              "without it use ledger.records or ledger.to_csv(path)") from None
+        columns, rows = self._flat()
+        df = pd.DataFrame(rows, columns=columns)
+        if len(df):
+            df["time"] = pd.to_datetime(df["time"], utc=True, errors="coerce")
+        return df
+
+
+# ------------------------------------------------------------------------ process-wide ledger
+
+_default: Ledger | None = None
+_default_lock = threading.Lock()
+
+
+def default_ledger() -> Ledger:
+    """The process-wide session ledger the client uses when none is given (created lazily)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Ledger()
+        return _default
+
+
+def reset_default_ledger() -> None:
+    """Forget the process-wide ledger (tests; the next default_ledger() starts a new session)."""
+    global _default
+    with _default_lock:
+        _default = None

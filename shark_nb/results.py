@@ -1,0 +1,374 @@
+"""Results: :class:`GenerationResult`, :class:`GeneratedImage`, :class:`Usage`, and their display.
+
+Display is compact on purpose, so the notebook file stays small: a single image shows as a
+JPEG preview (a PNG one when it has transparent pixels), a result as a gallery of 256 px
+thumbnails with a footer (credit, USD, tokens, tracing id). Full-resolution files go to disk
+with :meth:`GeneratedImage.save` / :meth:`GenerationResult.save`, carrying the prompt and the
+parameters as metadata.
+
+Pillow is only needed (and imported) when an image is decoded, previewed or saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import pricing
+from .errors import ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from .params import ImageRequest
+
+__all__ = ["Usage", "GeneratedImage", "GenerationResult", "DEFAULT_FOLDER"]
+
+#: Where images are saved when no folder is given.
+DEFAULT_FOLDER = "shark-images"
+_DISPLAY_SIDE = 1024      # inline preview of one image
+_THUMB_SIDE = 256         # thumbnails in the result gallery
+_FORMAT_SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "webp": (".webp",),
+                    "gif": (".gif",)}
+
+
+def _count(value: Any) -> int | None:
+    """A token count from JSON, or None when missing or garbage."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value >= 0 and value.is_integer() else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as reported by the gateway (any field may be None)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "Usage | None":
+        """Usage from a ``usage`` object; None when it is missing or holds nothing usable.
+
+        Tolerant: garbage fields become None, ``prompt_tokens`` / ``completion_tokens`` are
+        read as aliases, and a missing total is the sum of the other two when both are known.
+        """
+        if not isinstance(obj, dict):
+            return None
+        it = _count(obj.get("input_tokens"))
+        if it is None:
+            it = _count(obj.get("prompt_tokens"))
+        ot = _count(obj.get("output_tokens"))
+        if ot is None:
+            ot = _count(obj.get("completion_tokens"))
+        tt = _count(obj.get("total_tokens"))
+        if tt is None and it is not None and ot is not None:
+            tt = it + ot
+        if it is None and ot is None and tt is None:
+            return None
+        return cls(it, ot, tt)
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.total_tokens}
+
+    def __str__(self) -> str:
+        def f(v: int | None) -> str:
+            return "?" if v is None else f"{v:,}"
+        return f"{f(self.input_tokens)} in / {f(self.output_tokens)} out / {f(self.total_tokens)} total"
+
+
+def _human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _fmt_credit(credit: float) -> str:
+    if float(credit).is_integer():
+        return f"{int(credit):,}"
+    return f"{credit:,.2f}" if abs(credit) >= 1 else f"{credit:.4g}"
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(eq=False)
+class GeneratedImage:
+    """One generated image: the bytes exactly as served, and ways to look at and save them."""
+
+    data: bytes
+    format: str
+    size: tuple[int, int]
+    url: str | None = None
+    index: int = 0
+    result: "GenerationResult | None" = field(default=None, repr=False)
+    _previews: dict = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, url: str | None = None, index: int = 0,
+                   result: "GenerationResult | None" = None) -> "GeneratedImage":
+        """Read format and size from the header (no decode). ValueError if not an image."""
+        from . import images
+
+        data = bytes(data)
+        fmt, size = images.image_info(data)
+        return cls(data=data, format=fmt, size=(int(size[0]), int(size[1])), url=url, index=index,
+                   result=result)
+
+    # -- facts -----------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def prompt(self) -> str:
+        return self.result.prompt if self.result is not None else ""
+
+    @property
+    def suffix(self) -> str:
+        from . import images
+
+        return images.suffix_for(self.format)
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_pil(self) -> "Image.Image":
+        """A loaded PIL image (the first frame for an animation)."""
+        from . import images
+
+        return images.open_image(self.data)
+
+    def preview(self, max_side: int = 1024, format: str = "webp", quality: int = 80) -> bytes:
+        """A downscaled preview (aspect kept), re-encoded in a compact format. Cached."""
+        key = ("bytes", max_side, format, quality)
+        if key not in self._previews:
+            from . import images
+
+            self._previews[key] = images.make_preview(self.data, max_side=max_side, format=format,
+                                                      quality=quality)
+        return self._previews[key]
+
+    def _display(self, max_side: int, quality: int = 80) -> tuple[str, bytes]:
+        """(mime, bytes): a JPEG preview, or a smaller PNG one when there is transparency."""
+        key = ("display", max_side, quality)
+        if key not in self._previews:
+            from . import images
+
+            self._previews[key] = images.preview_for_display(
+                self.data, max_side=max_side, quality=quality, png_max_side=max(64, max_side // 2))
+        return self._previews[key]
+
+    def metadata(self) -> dict[str, str]:
+        """What :meth:`save` embeds in the file."""
+        meta = self.result.metadata() if self.result is not None else {"Software": "shark_nb"}
+        meta["image_index"] = str(self.index)
+        return meta
+
+    # -- saving ------------------------------------------------------------------------------
+    def save(self, path_or_folder: str | os.PathLike | None = None) -> Path:
+        """Save the full-resolution image with its metadata; return the path written.
+
+        A folder (an existing directory, or a path without a suffix) gets a safe, unique name
+        made from the prompt; a path with a suffix is used as it is (and overwritten). The
+        suffix must match the format. The pixels are never re-encoded.
+        """
+        from . import images
+
+        target = Path(path_or_folder if path_or_folder is not None else DEFAULT_FOLDER).expanduser()
+        meta = self.metadata()
+        if target.suffix and not target.is_dir():
+            allowed = _FORMAT_SUFFIXES.get(self.format, (self.suffix,))
+            if target.suffix.lower() not in allowed:
+                raise ValidationError(
+                    "path", str(target), f"a file name ending in {' or '.join(allowed)}",
+                    detail=f"the image is {self.format.upper()}; use image.to_pil().save(...) to convert it",
+                )
+            path = images.save_image(self.data, target, metadata=meta)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            n = len(self.result.images) if self.result is not None else 1
+            suffix = (f"-{self.index + 1}" if n > 1 else "") + self.suffix
+            name = images.safe_filename(self.prompt or "image", suffix=suffix)
+            for _attempt in range(100):
+                path = images.unique_path(target, name)
+                try:
+                    images.save_image(self.data, path, metadata=meta, overwrite=False)
+                    break
+                except FileExistsError:
+                    continue  # another writer took the name between the check and the link
+            else:  # pragma: no cover - 100 concurrent writers on one name
+                raise FileExistsError(str(target / name))
+        if self.result is not None:
+            self.result.saved.append(path)
+        return path
+
+    # -- display -----------------------------------------------------------------------------
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": repr(self)}
+        try:
+            mime, data = self._display(_DISPLAY_SIDE)
+        except ValueError:
+            return bundle
+        bundle[mime] = base64.b64encode(data).decode("ascii")
+        return bundle
+
+    def __repr__(self) -> str:
+        return (f"<GeneratedImage #{self.index} {self.size[0]}x{self.size[1]} {self.format.upper()} "
+                f"{_human_bytes(len(self.data))}>")
+
+
+@dataclass(eq=False)
+class GenerationResult:
+    """The outcome of one generation call: its images, what it cost, and how to find it again."""
+
+    images: list[GeneratedImage]
+    usage: Usage | None = None
+    credit: float | None = None
+    tracing_id: str = ""
+    request: "ImageRequest | None" = None
+    model: str = ""
+    task_id: str | None = None
+    created: int | None = None
+    latency: float = 0.0
+    offline: bool = False
+    call_id: str | None = None
+    saved: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.images = list(self.images)
+        if not self.model and self.request is not None:
+            self.model = self.request.model
+        for i, img in enumerate(self.images):
+            if img.result is None:
+                img.result = self
+                if img.index == 0 and i:
+                    img.index = i
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def prompt(self) -> str:
+        return self.request.prompt if self.request is not None else ""
+
+    @property
+    def cost_usd(self) -> float | None:
+        return pricing.credits_to_usd(self.credit)
+
+    @property
+    def estimate_credit(self) -> float | None:
+        return self.request.estimate_credit() if self.request is not None else None
+
+    def metadata(self) -> dict[str, str]:
+        """The metadata embedded in every saved file (all values are text)."""
+        meta: dict[str, str] = {"prompt": self.prompt}
+        params = self.request.params() if self.request is not None else {"model": self.model}
+        meta["parameters"] = json.dumps(params, ensure_ascii=False, sort_keys=False)
+        meta["model"] = self.model
+        meta["tracing_id"] = self.tracing_id or ""
+        meta["credit"] = "unknown" if self.credit is None else str(self.credit)
+        if self.usage is not None:
+            meta["usage"] = json.dumps(self.usage.to_dict())
+        if self.created is not None:
+            meta["created"] = str(self.created)
+        if self.task_id:
+            meta["task_id"] = self.task_id
+        if self.call_id:
+            meta["call_id"] = self.call_id
+        meta["offline"] = "offline simulator" if self.offline else "false"
+        meta["Software"] = "shark_nb"
+        return meta
+
+    # -- saving ------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike = DEFAULT_FOLDER) -> list[Path]:
+        """Save every image into ``folder`` (created if needed) under safe, unique names."""
+        return [img.save(folder) for img in self.images]
+
+    # -- sequence ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[GeneratedImage]:
+        return iter(self.images)
+
+    def __getitem__(self, i: int) -> GeneratedImage:
+        return self.images[i]
+
+    # -- display -----------------------------------------------------------------------------
+    def _footer_parts(self) -> list[str]:
+        parts = []
+        if self.credit is None:
+            est = self.estimate_credit
+            parts.append("credit unknown" + (f" (estimate {est:,.1f})" if est is not None else ""))
+        else:
+            parts.append(f"credit {_fmt_credit(self.credit)} (${self.cost_usd:,.4f})")
+        if self.usage is not None:
+            parts.append(f"tokens {self.usage}")
+        if self.latency:
+            parts.append(f"{self.latency:.1f} s")
+        if self.tracing_id:
+            parts.append(f"tracing id {self.tracing_id}")
+        return parts
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        cells = []
+        for img in self.images:
+            caption = f"#{img.index + 1} · {img.size[0]}×{img.size[1]} · {img.format.upper()} · {_human_bytes(len(img.data))}"
+            try:
+                mime, data = img._display(_THUMB_SIDE, quality=75)
+                tag = (f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
+                       f'alt="{esc(_short(self.prompt, 120))}" title="{esc(_short(self.prompt, 300))}" '
+                       f'style="max-width:{_THUMB_SIDE}px;max-height:{_THUMB_SIDE}px;display:block">')
+            except ValueError as exc:
+                tag = f'<div style="width:{_THUMB_SIDE // 2}px;padding:1em;border:1px dashed #999">' \
+                      f'no preview: {esc(str(exc))}</div>'
+            cells.append(f'<figure style="margin:0 8px 8px 0">{tag}'
+                         f'<figcaption style="font-size:11px;color:#666">{esc(caption)}</figcaption></figure>')
+        if not cells:
+            cells.append('<div style="color:#666">no images</div>')
+        footer = " · ".join(esc(p) for p in self._footer_parts())
+        badge = (' <span style="background:#fde68a;color:#7c2d12;border-radius:4px;padding:0 4px;'
+                 'font-size:11px">offline simulator</span>') if self.offline else ""
+        saved = ""
+        if self.saved:
+            saved = ('<div style="font-size:11px;color:#666">saved: '
+                     + ", ".join(f"<code>{esc(str(p))}</code>" for p in self.saved[-4:])
+                     + (f" and {len(self.saved) - 4} more" if len(self.saved) > 4 else "") + "</div>")
+        return (
+            '<div class="shark-nb-result">'
+            f'<div style="font-size:12px;margin-bottom:4px"><b>{esc(self.model)}</b> — '
+            f'{esc(_short(self.prompt, 300))}</div>'
+            f'<div style="display:flex;flex-wrap:wrap;align-items:flex-start">{"".join(cells)}</div>'
+            f'<div style="font-size:11px;color:#444">{footer}{badge}</div>{saved}</div>'
+        )
+
+    def __repr__(self) -> str:
+        credit = "unknown" if self.credit is None else _fmt_credit(self.credit)
+        n = len(self.images)
+        return (f"<GenerationResult {n} image{'s' if n != 1 else ''} prompt={_short(self.prompt, 40)!r} "
+                f"credit={credit} tracing_id={self.tracing_id!r}{' offline' if self.offline else ''}>")
