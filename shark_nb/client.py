@@ -545,8 +545,13 @@ class AsyncShark:
             request=call.request, model=call.request.model, task_id=task_id, created=answer.get("created"),
             latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id,
         )
-        result.images = [GeneratedImage.from_bytes(data, url=item.get("url"), index=i, result=result)
-                         for i, (data, item) in enumerate(zip(datas, items))]
+        try:
+            result.images = [GeneratedImage.from_bytes(data, url=item.get("url"), index=i, result=result)
+                             for i, (data, item) in enumerate(zip(datas, items))]
+        except ValueError as exc:
+            self._record(self._entry(call, outcome="ok", error=f"unreadable image: {exc}", **base))
+            raise DownloadError(f"a downloaded image is not a readable image ({exc}); the call was charged "
+                                "and is in the ledger", tracing_id=call.tracing_id) from None
         return result
 
     async def _download_all(self, items: list[dict], tracing_id: str) -> list[bytes]:

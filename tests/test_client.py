@@ -183,6 +183,14 @@ async def test_charged_call_survives_failed_download(ledger):
     assert "download failed" in ledger.records[0]["error"]
 
 
+async def test_a_download_that_is_not_an_image_is_a_download_error_with_the_charge_kept(ledger):
+    gw = Gateway([ok_answer(credit=300)])
+    gw.files = lambda request: httpx.Response(200, content=b"<html>login page</html>")
+    with pytest.raises(DownloadError, match="not a readable image"):
+        await make_client(gw, ledger).generate("x")
+    assert ledger.total_credits == 300 and "unreadable image" in ledger.records[0]["error"]
+
+
 async def test_b64_json_and_output_urls_are_accepted(ledger):
     b64 = {"created": 1, "data": [{"b64_json": base64.b64encode(PNG).decode()}], "credit": 10}
     gw = Gateway([b64, {"created": 1, "output": {"urls": [f"{FILES}/a.png"]}, "credit": 10}])
