@@ -47,8 +47,8 @@ _LAZY = {
     "GeneratedImage": "results",
     "Usage": "results",
     "ImageRequest": "params",
-    "studio": "studio",
-    "Studio": "studio",
+    "studio": "widget",
+    "Studio": "widget",
 }
 
 __all__ = [

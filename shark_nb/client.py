@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import httpx
 
@@ -28,7 +28,6 @@ from .errors import (
     APITimeoutError,
     ConflictError,
     DownloadError,
-    RateLimitError,
     SharkError,
     TaskCancelledError,
     TaskFailedError,
@@ -37,6 +36,9 @@ from .errors import (
 )
 from .ledger import Ledger, default_ledger
 from .params import MODEL, ImageRequest, build_request
+
+if TYPE_CHECKING:
+    from .results import GenerationResult
 
 __all__ = ["AsyncShark", "Shark", "Task"]
 
@@ -319,6 +321,8 @@ class AsyncShark:
                 body = response.json()
             except (SharkError, ValueError):
                 continue
+            if not isinstance(body, dict):
+                continue
             status = _normalise_status(body.get("status"))
             if status == "running":
                 continue
@@ -356,7 +360,7 @@ class AsyncShark:
             try:
                 response = await client.request(method, url, content=content, headers=headers)
                 body = await response.aread()
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
                 if retry.should_retry_exception(exc, idempotent=idempotent, attempt=attempt,
                                                 max_retries=self.max_retries):
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
@@ -393,11 +397,12 @@ class AsyncShark:
         while (delay := self._rate_gate - self._clock()) > 0:
             await self._sleep(delay + self._rng.random() * 0.05)
 
-    def _transport_error(self, exc: httpx.TransportError, tracing_id: str, *, paid: bool) -> SharkError:
+    def _transport_error(self, exc: httpx.RequestError, tracing_id: str, *, paid: bool) -> SharkError:
         kind = type(exc).__name__
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
         if paid and retry.may_have_been_charged(exc):
-            error = cls(f"no answer from the gateway ({kind}); the call may have been charged, so it "
+            what = "an undecodable answer" if isinstance(exc, httpx.DecodingError) else "no answer"
+            error = cls(f"{what} from the gateway ({kind}); the call may have been charged, so it "
                         "was not retried — it is in the ledger as outcome 'unknown'; quote the tracing id "
                         "to the provider", tracing_id=tracing_id)
             error.may_be_charged = True
@@ -468,7 +473,9 @@ class AsyncShark:
 
     async def _await_task(self, task: Task, call: _Call) -> dict:
         """Poll until the task ends. Cancelling this coroutine cancels the task at the gateway."""
-        deadline = self._clock() + (task.timeout or call.request.task_timeout) + config.TASK_DEADLINE_MARGIN
+        limit = _finite(task.timeout)  # the gateway's number, tolerating "300" or junk
+        limit = limit if limit is not None and limit > 0 else call.request.task_timeout
+        deadline = self._clock() + limit + config.TASK_DEADLINE_MARGIN
         try:
             while True:
                 await self._sleep(self.poll_interval)
@@ -476,6 +483,8 @@ class AsyncShark:
                 try:
                     body = response.json()
                 except ValueError:
+                    body = {}
+                if not isinstance(body, dict):  # e.g. `null` or a list from a broken proxy: still running
                     body = {}
                 task.status = _normalise_status(body.get("status"))
                 task.raw = body
@@ -578,7 +587,7 @@ class AsyncShark:
             try:
                 response = await self._dl().get(url)
                 data = await response.aread()
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # also DecodingError and TooManyRedirects (a redirect loop)
                 if retry.should_retry_exception(exc, idempotent=True, attempt=attempt, max_retries=self.max_retries):
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                     attempt += 1
@@ -618,7 +627,11 @@ def _image_items(answer: dict) -> list[dict]:
 
 
 def _credit(answer: dict) -> float | None:
-    value = answer.get("credit")
+    return _finite(answer.get("credit"))
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number from a JSON value (numbers, or numeric strings such as "300"), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         if isinstance(value, str):
             try:

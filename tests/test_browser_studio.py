@@ -76,7 +76,7 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import expect
 
     from shark_nb import pricing
-    from shark_nb.studio import _num
+    from shark_nb.widget import _num
 
     assert "@jupyter-widgets/jupyterlab-manager" in lab.federated_extensions(), (
         "the ipywidgets lab extension (jupyterlab_widgets) is not on the isolated server's data path")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import struct
 import time
-import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ from shark_nb import pricing
 from shark_nb.client import AsyncShark, Shark
 from shark_nb.ledger import Ledger
 from shark_nb.simulator import AsyncSimulatorTransport, Simulator
-from shark_nb.studio import MAX_UPLOAD_BYTES, OFFLINE_BANNER, Studio, studio
+from shark_nb.widget import MAX_UPLOAD_BYTES, OFFLINE_BANNER, Studio, studio
 
 PLANTED = "sk-planted-3f9c1d7e5b2a4c68"
 
@@ -483,7 +483,7 @@ async def test_shark_nb_studio_is_callable_even_after_the_submodule_was_imported
 
     import shark_nb
 
-    importlib.import_module("shark_nb.studio")   # what `%shark studio` does; rebinds shark_nb.studio
+    importlib.import_module("shark_nb.widget")   # what `%shark studio` does
     s = shark_nb.studio(client)
     assert isinstance(s, Studio) and s.client is client
     s.close()

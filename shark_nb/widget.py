@@ -35,9 +35,7 @@ import asyncio
 import html
 import logging
 import os
-import sys
 import time
-import types
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -991,15 +989,3 @@ def studio(client: Any = None, **defaults: Any) -> Studio:
     prompt, model, size, quality, background, output_format, n, wait ("task" or "sync") and
     save_folder."""
     return Studio(client, **defaults)
-
-
-class _CallableModule(types.ModuleType):
-    """``shark_nb.studio(...)`` must work whether ``shark_nb.studio`` is this function or this
-    module: importing the submodule (``import shark_nb.studio``, ``%shark studio``) makes the
-    package attribute the module, so the module itself is callable and calls :func:`studio`."""
-
-    def __call__(self, client: Any = None, **defaults: Any) -> Studio:
-        return studio(client, **defaults)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,249 @@
+"""The gallery: how a generation shows in a notebook — compact previews, full files on disk.
+
+:class:`Gallery` is a rich display object (``IPython.display.display(Gallery(...))``). Its
+mimebundle is small HTML plus a ``text/plain`` fallback:
+
+* each image as an inline preview, at most ``max_side`` px on its long side, re-encoded as WebP
+  (default) or JPEG, in an ``<img src="data:image/webp;base64,...">``; with ``full=True`` the
+  image is embedded as served (full resolution — the notebook file grows by the image's size);
+* under each, a caption: size, format, its share of the call's credit, and a link to the
+  full-resolution file saved on disk (relative to the kernel's working directory, which is the
+  notebook's folder, so JupyterLab opens it in a tab);
+* a footer: the call's credit (or "unknown"), the session total from the ledger, and an
+  "offline simulator" badge when the simulator answered.
+
+It only duck-types the result (``.images`` with ``.data`` / ``.format`` / ``.size``, ``.credit``,
+``.offline``, ``.prompt``), so the studio and anything else can render the same gallery. The
+styles used are all on JupyterLab's HTML sanitizer allow-list, so the output looks the same in an
+untrusted notebook; ``<img src="data:...">`` survives sanitizing (``src`` is not scheme-checked).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+from . import pricing
+
+__all__ = ["Gallery", "PREVIEW_FORMATS", "preview_data_url", "file_link", "fmt_credit"]
+
+#: Preview encodings every current Jupyter front end renders in an ``<img>``.
+PREVIEW_FORMATS = ("webp", "jpeg")
+_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
+#: Display width of one preview in a multi-image gallery (the preview itself may be sharper).
+_TILE_PX = 480
+_BADGE = ('<span style="background:#fde68a;color:#7c2d12;border-radius:4px;padding:0 5px;'
+          'font-size:11px;white-space:nowrap">offline simulator</span>')
+
+
+def fmt_credit(credit: float | None, *, usd: bool = True) -> str:
+    """``1,234.5 credit ($0.1235)``, or ``unknown``."""
+    if credit is None:
+        return "unknown"
+    if float(credit).is_integer():
+        text = f"{int(credit):,} credit"
+    elif abs(credit) >= 1:
+        text = f"{credit:,.2f} credit"
+    else:
+        text = f"{credit:.4g} credit"
+    if usd:
+        text += f" (${pricing.credits_to_usd(credit):,.4f})"
+    return text
+
+
+def preview_data_url(image: Any, *, max_side: int = 1024, format: str = "webp",
+                     quality: int = 80) -> tuple[str, int, tuple[int, int]]:
+    """(``data:`` URL, bytes embedded, preview size) for one image's preview. ValueError if the
+    image cannot be decoded."""
+    if hasattr(image, "preview"):
+        data = image.preview(max_side=max_side, format=format, quality=quality)
+    else:
+        from .images import make_preview
+
+        data = make_preview(image.data, max_side=max_side, format=format, quality=quality)
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h, 1))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return _data_url(_MIME.get(format, "image/webp"), data), len(data), size
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def file_link(path: str | os.PathLike, base: str | os.PathLike | None = None) -> tuple[str, str]:
+    """(href, shown text) for a saved file: relative to ``base`` (the kernel's working
+    directory by default) so the notebook front end resolves it beside the notebook."""
+    path = Path(path)
+    base = Path(base) if base is not None else Path.cwd()
+    try:
+        rel = Path(os.path.relpath(path.resolve(), base.resolve()))
+    except ValueError:  # another drive on Windows
+        return path.resolve().as_uri(), str(path)
+    shown = rel.as_posix()
+    return quote(shown), shown
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+class Gallery:
+    """A generation result as a compact gallery (see the module docstring).
+
+    ``paths`` are the saved files, one per image (``None`` for one not saved); by default the
+    result's ``saved`` list. ``ledger`` adds the session total to the footer. ``notes`` are extra
+    lines (escaped) shown under the footer, e.g. a save failure. Previews are computed once,
+    when the object is first rendered.
+    """
+
+    def __init__(
+        self,
+        result: Any,
+        *,
+        paths: Sequence[str | os.PathLike | None] | None = None,
+        ledger: Any = None,
+        max_side: int = 1024,
+        preview_format: str = "webp",
+        full: bool = False,
+        quality: int = 80,
+        base: str | os.PathLike | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        if preview_format not in PREVIEW_FORMATS:
+            raise ValueError(f"preview_format must be one of {PREVIEW_FORMATS}, not {preview_format!r}")
+        self.result = result
+        self.images = list(getattr(result, "images", result))
+        if paths is None:
+            saved = list(getattr(result, "saved", []) or [])
+            paths = saved[-len(self.images):] if len(saved) >= len(self.images) else [None] * len(self.images)
+        self.paths = [Path(p) if p is not None else None for p in paths]
+        self.paths += [None] * (len(self.images) - len(self.paths))
+        self.ledger = ledger
+        self.max_side = max_side
+        self.preview_format = preview_format
+        self.full = full
+        self.quality = quality
+        self.base = Path(base) if base is not None else Path.cwd()
+        self.notes = list(notes)
+        # the session total is read now: the gallery shows the state right after this call
+        self._session = ledger.summary() if ledger is not None and hasattr(ledger, "summary") else None
+        self._html: str | None = None
+        #: bytes embedded for the images (the figure the notebook file grows by, before base64)
+        self.embedded_bytes = 0
+
+    # -- pieces --------------------------------------------------------------------------
+    def _credit_share(self) -> float | None:
+        credit = getattr(self.result, "credit", None)
+        n = len(self.images)
+        return None if credit is None or not n else credit / n
+
+    def _img_tag(self, image: Any, alt: str) -> str:
+        esc = html.escape
+        w, h = image.size
+        if self.full:
+            fmt = str(getattr(image, "format", "png"))
+            url, nbytes, shown = _data_url(_MIME.get(fmt, "image/png"), image.data), len(image.data), (w, h)
+        else:
+            try:
+                url, nbytes, shown = preview_data_url(image, max_side=self.max_side,
+                                                      format=self.preview_format, quality=self.quality)
+            except ValueError as exc:
+                return (f'<div style="padding:1em;border:1px dashed #999;color:#666">'
+                        f'no preview: {esc(str(exc))}</div>')
+        self.embedded_bytes += nbytes
+        tile = shown[0] if len(self.images) == 1 else min(shown[0], _TILE_PX)
+        return (f'<img src="{url}" alt="{esc(alt)}" title="{esc(alt)}" width="{tile}" '
+                f'style="max-width:100%;height:auto;display:block">')
+
+    def _figure(self, i: int, image: Any, share: float | None) -> str:
+        esc = html.escape
+        w, h = image.size
+        fmt = str(getattr(image, "format", "?"))
+        alt = _short(getattr(self.result, "prompt", "") or f"image {i + 1}", 300)
+        bits = [f"{w}×{h}", fmt.upper(), _human_bytes(len(image.data)),
+                fmt_credit(share, usd=False) if share is not None else "credit unknown"]
+        caption = esc(" · ".join(bits))
+        path = self.paths[i]
+        if path is not None:
+            href, shown = file_link(path, self.base)
+            caption += (f'<br><a href="{esc(href)}" target="_blank" title="full-resolution file">'
+                        f"{esc(shown)}</a>")
+        else:
+            caption += "<br><i>not saved</i>"
+        if len(self.images) > 1:
+            caption = f"#{i + 1} · " + caption
+        return (f'<figure style="margin:0 8px 8px 0">{self._img_tag(image, alt)}'
+                f'<figcaption style="font-size:11px;color:#555;line-height:1.4">{caption}</figcaption>'
+                "</figure>")
+
+    def _footer(self) -> str:
+        esc = html.escape
+        credit = getattr(self.result, "credit", None)
+        parts = [f"this call: {fmt_credit(credit)}"]
+        if self._session is not None:
+            parts.append(f"session: {self._session}")
+        text = " · ".join(esc(p) for p in parts)
+        if getattr(self.result, "offline", False):
+            text += " " + _BADGE
+        return text
+
+    # -- display protocol ----------------------------------------------------------------
+    def to_html(self) -> str:
+        if self._html is None:
+            esc = html.escape
+            self.embedded_bytes = 0
+            share = self._credit_share()
+            figures = [self._figure(i, im, share) for i, im in enumerate(self.images)] or \
+                ['<div style="color:#666">no images</div>']
+            prompt = getattr(self.result, "prompt", "")
+            head = (f'<div style="font-size:12px;margin-bottom:4px;color:#333">'
+                    f'{esc(_short(prompt, 300))}</div>') if prompt else ""
+            notes = "".join(f'<div style="font-size:12px;color:#c62828">{esc(n)}</div>' for n in self.notes)
+            self._html = (
+                '<div class="shark-nb-gallery">' + head
+                + '<div style="display:flex;flex-wrap:wrap;align-items:flex-start">' + "".join(figures) + "</div>"
+                + f'<div style="font-size:11px;color:#444">{self._footer()}</div>{notes}</div>'
+            )
+        return self._html
+
+    def to_text(self) -> str:
+        n = len(self.images)
+        lines = [f"{n} image{'s' if n != 1 else ''}" + (f" for {_short(getattr(self.result, 'prompt', ''), 60)!r}"
+                                                      if getattr(self.result, "prompt", "") else "")]
+        share = self._credit_share()
+        for i, (im, path) in enumerate(zip(self.images, self.paths)):
+            w, h = im.size
+            where = str(path) if path is not None else "not saved"
+            lines.append(f"  #{i + 1} {w}x{h} {str(getattr(im, 'format', '?')).upper()} "
+                         f"{fmt_credit(share, usd=False) if share is not None else 'credit unknown'} -> {where}")
+        footer = f"this call: {fmt_credit(getattr(self.result, 'credit', None))}"
+        if self._session is not None:
+            footer += f" · session: {self._session}"
+        if getattr(self.result, "offline", False):
+            footer += " · offline simulator"
+        lines.append(footer)
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": self.to_html(), "text/plain": self.to_text()}
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        return self.to_text()
