@@ -77,7 +77,9 @@ def should_retry_status(status: int, *, attempt: int, max_retries: int,
 
 def should_retry_exception(exc: BaseException, *, idempotent: bool, attempt: int, max_retries: int) -> bool:
     """Retry after a transport failure? Only when it is safe for the user's money."""
-    if attempt >= max_retries or not isinstance(exc, httpx.TransportError):
+    # RequestError, not only TransportError: an answer whose body cannot be decoded (a bad
+    # Content-Encoding from a proxy) is as transient; a redirect loop is not worth repeating.
+    if attempt >= max_retries or not isinstance(exc, httpx.RequestError) or isinstance(exc, httpx.TooManyRedirects):
         return False
     if isinstance(exc, NOT_SENT_ERRORS):
         return True
@@ -86,4 +88,4 @@ def should_retry_exception(exc: BaseException, *, idempotent: bool, attempt: int
 
 def may_have_been_charged(exc: BaseException) -> bool:
     """A POST that failed this way may have reached the gateway and been charged."""
-    return isinstance(exc, httpx.TransportError) and not isinstance(exc, NOT_SENT_ERRORS)
+    return isinstance(exc, httpx.RequestError) and not isinstance(exc, NOT_SENT_ERRORS)
