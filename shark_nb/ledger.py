@@ -529,13 +529,12 @@ class Ledger:
         remaining = budget - self.committed_credits
         if est <= remaining + 1e-9:
             return
-        left = (f"{_fmt_num(remaining)} credit ({_fmt_usd(remaining / pricing.CREDITS_PER_USD)}) is left"
-                if remaining >= 0 else
-                f"the session is already {_fmt_num(-remaining)} credit over")
+        of_budget = f"the session budget of {_fmt_num(budget)} credit ({_fmt_usd(budget / pricing.CREDITS_PER_USD)})"
+        left = (f"{_fmt_num(remaining)} credit ({_fmt_usd(remaining / pricing.CREDITS_PER_USD)}) is left of {of_budget}"
+                if remaining >= 0 else f"the session is already {_fmt_num(-remaining)} credit over {of_budget}")
         raise BudgetExceededError(
             f"this call is estimated at {_fmt_num(est)} credit ({_fmt_usd(est / pricing.CREDITS_PER_USD)}) "
-            f"but {left} of the session budget of {_fmt_num(budget)} credit "
-            f"({_fmt_usd(budget / pricing.CREDITS_PER_USD)}); nothing was sent. Raise it with "
+            f"but {left}; nothing was sent. Raise it with "
             f"`%shark budget <USD>` or `ledger.budget = <credits>` (None removes it)",
             estimate=est, remaining=remaining)
 
