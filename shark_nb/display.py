@@ -34,8 +34,11 @@ __all__ = ["Gallery", "PREVIEW_FORMATS", "preview_data_url", "file_link", "fmt_c
 #: Preview encodings every current Jupyter front end renders in an ``<img>``.
 PREVIEW_FORMATS = ("webp", "jpeg")
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
-#: Display width of one preview in a multi-image gallery (the preview itself may be sharper).
-_TILE_PX = 480
+#: Display width of a preview, by how many images the gallery holds, so that 2 sit side by side
+#: and 3-4 fit a row of a normal-width notebook (the preview itself is sharper, for zooming and
+#: high-DPI screens).
+_TILE_PX = {1: 640, 2: 420}
+_TILE_PX_MANY = 300
 _BADGE = ('<span style="background:#fde68a;color:#7c2d12;border-radius:4px;padding:0 5px;'
           'font-size:11px;white-space:nowrap">offline simulator</span>')
 
@@ -165,7 +168,7 @@ class Gallery:
                 return (f'<div style="padding:1em;border:1px dashed #999;color:#666">'
                         f'no preview: {esc(str(exc))}</div>')
         self.embedded_bytes += nbytes
-        tile = shown[0] if len(self.images) == 1 else min(shown[0], _TILE_PX)
+        tile = min(shown[0], _TILE_PX.get(len(self.images), _TILE_PX_MANY))
         return (f'<img src="{url}" alt="{esc(alt)}" title="{esc(alt)}" width="{tile}" '
                 f'style="max-width:100%;height:auto;display:block">')
 
