@@ -177,12 +177,15 @@ class AsyncShark:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    def _headers(self, tracing_id: str, *, budget_header: bool = False) -> dict[str, str]:
+    def _headers(self, tracing_id: str, *, reserved: float | None = None) -> dict[str, str]:
+        """``reserved``: this call's own estimate, already counted in the ledger (write-ahead); it
+        is added back so the gateway's ceiling is the budget left *for this call*."""
         headers = {"X-Tracing-ID": tracing_id}
         if self._key is not None:
             headers["Authorization"] = "Bearer " + self._key.reveal()
-        if budget_header and self.ledger.remaining is not None:
-            headers["X-App-User-Credits"] = _credits_header(self.ledger.remaining)
+        remaining = self.ledger.remaining
+        if reserved is not None and remaining is not None:
+            headers["X-App-User-Credits"] = _credits_header(remaining + reserved)
         return headers
 
     def _is_api_url(self, url: str) -> bool:
@@ -243,6 +246,10 @@ class AsyncShark:
         self.ledger.check_budget(estimate)
         call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
                      started=time.monotonic(), estimate=estimate)
+        # Write-ahead: the call is on disk before a byte leaves (outcome "sending", counted at its
+        # estimate against the budget), so a crash mid-call leaves a record, and concurrent calls
+        # cannot together overspend the budget. Every path below replaces it with the outcome.
+        self._record(self._entry(call, outcome="sending"))
         answer = await self._post_generation(call, rate_limit_retries)
         if request.is_task and (answer.get("id") or not _image_items(answer)):
             # (a gateway that answers a task request at once with images is taken as sync)
@@ -342,7 +349,7 @@ class AsyncShark:
         json_body: dict | None = None,
         idempotent: bool,
         rate_limit_retries: int | None = None,
-        budget_header: bool = False,
+        reserved: float | None = None,
     ) -> httpx.Response:
         """One logical API request with the retry policy; raises the mapped error."""
         if not self._is_api_url(url):
@@ -354,7 +361,7 @@ class AsyncShark:
         while True:
             if method == "POST" and not idempotent:
                 await self._wait_rate_gate()
-            headers = self._headers(tracing_id, budget_header=budget_header)
+            headers = self._headers(tracing_id, reserved=reserved)
             if content is not None:
                 headers["Content-Type"] = "application/json"
             try:
@@ -432,16 +439,17 @@ class AsyncShark:
         try:
             response = await self._request("POST", url, tracing_id=call.tracing_id, json_body=call.request.body(),
                                             idempotent=False, rate_limit_retries=rate_limit_retries,
-                                            budget_header=True)
+                                            reserved=call.estimate)
         except APIError as exc:
             self._record(self._entry(call, outcome=exc.type or "error", status=exc.status, error=exc.message))
             raise
-        except (APIConnectionError, asyncio.CancelledError) as exc:
-            # The POST may have reached the gateway: the outcome is unknown, and the estimate
-            # counts against the budget until the user reconciles it.
-            if isinstance(exc, asyncio.CancelledError) or exc.may_be_charged:
-                self._record(self._entry(call, outcome="unknown",
-                                         error="interrupted before the gateway answered" if isinstance(exc, asyncio.CancelledError) else exc.message))
+        except APIConnectionError as exc:
+            # may_be_charged: the POST may have reached the gateway, so the outcome is unknown and
+            # the estimate counts against the budget until reconciled; otherwise it never left.
+            self._record(self._entry(call, outcome="unknown" if exc.may_be_charged else exc.type, error=exc.message))
+            raise
+        except BaseException:  # cancelled (Ctrl-C, Cancel, a batch torn down) or a bug: be conservative
+            self._record(self._entry(call, outcome="unknown", error="interrupted before the gateway answered"))
             raise
         try:
             answer = response.json()

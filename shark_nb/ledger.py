@@ -28,7 +28,9 @@ Record schema (one JSON object a line; the client writes these)::
      "inputs": [{"role": "image"|"mask", "bytes", "sha256", "width", "height", "format"}
                 | {"role": "image"|"mask", "url"}],
      "task_id": str | null,       # async task id (wait="task")
-     "outcome": "ok" | "pending" | "unknown" | "<error type>" | "cancelled",
+     "outcome": "ok" | "sending" | "pending" | "unknown" | "<error type>" | "cancelled",
+                                  # "sending": written before the request leaves (write-ahead);
+                                  # a session that stopped mid-call keeps it, at its estimate
      "status": int | null,        # HTTP status of the final answer
      "images": int,               # images delivered
      "usage": {"input_tokens", "output_tokens", "total_tokens"} | null,
@@ -48,7 +50,7 @@ Money:
 * :attr:`~Ledger.total_credits` sums every *known* ``credit`` (whatever the outcome: a call that
   was charged and then failed to download still carries its credit).
 * A record whose credit is null but which **may have been charged** — outcome ``ok``,
-  ``pending``, ``unknown``, ``timeout``, ``download_error`` (or no outcome at all) — is counted in
+  ``sending``, ``pending``, ``unknown``, ``timeout``, ``download_error`` (or no outcome at all) — is counted in
   :attr:`~Ledger.unknown_cost_calls`, and its ``estimate_credit`` is added to
   :attr:`~Ledger.committed_credits`, the conservative figure the budget is checked against.
   A client that stops waiting on a task whose cancel was refused should write ``"unknown"``
@@ -94,7 +96,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 #: Outcomes that may have been charged; with a null credit their cost is unknown.
-MAY_BE_CHARGED = frozenset({"ok", "pending", "unknown", "timeout", "download_error", None})
+MAY_BE_CHARGED = frozenset({"ok", "sending", "pending", "unknown", "timeout", "download_error", None})
 #: Outcomes where the client refused before sending anything: not calls.
 CLIENT_REFUSALS = frozenset({"budget_exceeded", "validation_error"})
 #: Rows shown by the HTML repr.

@@ -509,3 +509,28 @@ def test_offline_client_without_key_announces_itself(capsys, ledger):
     client = Shark(ledger=ledger)
     assert client.offline is True
     assert "offline simulator" in capsys.readouterr().err
+
+
+async def test_concurrent_calls_cannot_together_overspend_the_budget(ledger):
+    estimate = shark_nb.params.build_request("x", quality="low").estimate_credit()
+    ledger.budget = estimate * 2.5  # room for two calls in flight, not three
+    gw = Gateway()
+    gw.script = [lambda r: httpx.Response(200, json=ok_answer(credit=estimate))] * 4
+    results = await make_client(gw, ledger).generate_many(["a", "b", "c", "d"], concurrency=4, quality="low")
+    refused = [r for r in results if isinstance(r, BudgetExceededError)]
+    assert len(refused) == 2 and len(gw.posts()) == 2
+    assert ledger.total_credits <= ledger.budget
+
+
+async def test_the_call_is_on_disk_before_the_request_leaves(ledger):
+    seen = {}
+
+    def answer(request):
+        seen["on_disk"] = Ledger.load(ledger.path).records
+        return httpx.Response(200, json=ok_answer())
+
+    gw = Gateway([answer])
+    await make_client(gw, ledger).generate("x")
+    (rec,) = seen["on_disk"]
+    assert rec["outcome"] == "sending" and rec["tracing_id"] == gw.posts()[0].headers["x-tracing-id"]
+    assert ledger.records[0]["outcome"] == "ok"
