@@ -87,16 +87,43 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _redact_url(url: str) -> str:
+    """The URL with any user-info, query and fragment replaced by ``***`` (they may hold a key)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    head, _q, _tail = rest.partition("?")
+    head = head.split("#", 1)[0]
+    netloc, slash, path = head.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    shown = (scheme + "://" if sep else "") + netloc + slash + path
+    return shown + ("?***" if ("?" in rest or "#" in rest) else "")
+
+
 def check_base_url(url: object) -> str:
     """https anywhere; plain http only on this machine (the key would otherwise travel in clear)."""
     if not isinstance(url, str) or not url.strip():
         raise ValidationError("base_url", url, "an https:// URL such as " + repr(DEFAULT_BASE_URL))
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
+    if url[:3].lower() == "sk-":  # a key pasted into SHARK_BASE_URL: say so without echoing it
+        raise ValidationError("base_url", "<hidden>", "an https:// URL such as " + repr(DEFAULT_BASE_URL),
+                              detail="it looks like an API key (put the key in SHARK_API_KEY)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValidationError("base_url", _redact_url(url), "an https:// URL such as " + repr(DEFAULT_BASE_URL),
+                              detail="the URL is malformed") from None
+    if parts.username or parts.password or "@" in parts.netloc:
+        # never echo the user-info: it is often the key itself
+        raise ValidationError("base_url", _redact_url(url), "a URL without credentials in it (pass api_key=)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError("base_url", url, "an https:// URL such as " + repr(DEFAULT_BASE_URL))
-    if parts.username or parts.password:
-        raise ValidationError("base_url", url, "a URL without credentials in it (pass api_key=)")
+        raise ValidationError("base_url", _redact_url(url), "an https:// URL such as " + repr(DEFAULT_BASE_URL))
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        # paths are appended to the base URL: a query would swallow them (and may hold a secret)
+        raise ValidationError("base_url", _redact_url(url), "a URL without ?query or #fragment, such as "
+                              + repr(DEFAULT_BASE_URL))
     if parts.scheme == "http" and not _is_loopback(parts.hostname) and not parts.hostname.endswith(".invalid"):
         raise ValidationError("base_url", url, "https:// (plain http:// only for localhost)",
                               detail="the API key would travel unencrypted")

@@ -222,6 +222,7 @@ def parse_budget(text: str) -> tuple[str, float | None]:
 
 _TOKEN = re.compile(r"""(?:"[^"]*"|'[^']*'|\S)+""")
 _IDENT = re.compile(r"([A-Za-z_]\w*)(?:\[(-?\d+)\])?")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")  # two letters or more: not a drive letter
 
 
 def _unquote(token: str) -> str:
@@ -232,6 +233,17 @@ def _unquote(token: str) -> str:
     except ValueError:
         return token
     return parts[0] if len(parts) == 1 else token
+
+
+def _n_option(text: str) -> int:
+    """``-n``: a whole number (the range is checked with the other fields, by params)."""
+    import argparse
+
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid int value {text!r}: expected a whole number from {params.N_MIN} to {params.N_MAX}") from None
 
 
 def _looks_like_number(token: str) -> bool:
@@ -369,7 +381,7 @@ class SharkMagic(Magics, Configurable):
 
     # -- the magic ---------------------------------------------------------------------------
     @magic_arguments()
-    @argument("-n", type=int, default=None, metavar="N", help="images to generate, 1..4")
+    @argument("-n", type=_n_option, default=None, metavar="N", help="images to generate, 1..4")
     @argument("--size", default=None, help="1024x1024, 1536x1024, 1024x1536, 2048x2048 or auto")
     @argument("--quality", default=None, help="low, medium, high or auto")
     @argument("--background", default=None, help="opaque or auto")
@@ -620,8 +632,8 @@ class SharkMagic(Magics, Configurable):
                                       "which cannot be indexed")
             return obj
         lower = value[:8].lower()
-        if lower.startswith(("http://", "https:/", "data:")):
-            return value
+        if lower.startswith(("http://", "https:/", "data:")) or _URL_SCHEME.match(value):
+            return value  # a URL: the client says what is wrong with it (e.g. file: is not supported)
         if Path(value).expanduser().exists():
             return value
         if m:
@@ -634,6 +646,8 @@ class SharkMagic(Magics, Configurable):
         out = args.out
         if out is not None and (not out.isidentifier() or keyword.iskeyword(out)):
             raise SharkUsageError(f"-o {out}: not a valid Python variable name")
+        if args.save is not None and (not args.save.strip() or "\x00" in args.save):
+            raise SharkUsageError(f"--save {args.save!r}: expected a folder path, e.g. --save shark-images")
         images = [self._resolve_input(v, "--image") for v in (args.image or [])]
         mask = self._resolve_input(args.mask, "--mask") if args.mask is not None else None
         pick = lambda given, default: default if given is None else given  # noqa: E731

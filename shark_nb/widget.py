@@ -134,6 +134,18 @@ def _fail(name: str, value: Any, allowed: tuple | str) -> ValidationError:
     return ValidationError(name, value, shown)
 
 
+def _check_defaults(d: dict[str, Any]) -> None:
+    """The studio's starting settings, checked before any widget is built (same rules as the controls)."""
+    for name, allowed, default in (("size", SIZES, "auto"), ("quality", QUALITIES, "auto"),
+                                   ("background", BACKGROUNDS, "auto"),
+                                   ("output_format", OUTPUT_FORMATS, "png"), ("wait", ("task", "sync"), "task")):
+        if d.get(name, default) not in allowed:
+            raise _fail(name, d[name], allowed)
+    n = d.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not N_MIN <= n <= N_MAX:
+        raise _fail("n", n, f"a whole number from {N_MIN} to {N_MAX}")
+
+
 class _WaitToggle(widgets.ToggleButtons):
     """The wait-mode toggle (``.value`` is "task" or "sync"). Calling it — ``await studio.wait()``
     — waits for the current job, so ``studio.wait`` is both the widget and the coroutine."""
@@ -160,11 +172,15 @@ class Studio(widgets.VBox):
     """
 
     def __init__(self, client: Any = None, **defaults: Any) -> None:
-        super().__init__()
+        # Everything that can refuse the arguments runs before the first widget exists: a refused
+        # studio leaves no half-built widgets open in the kernel (they would never be closed).
         unknown = sorted(set(defaults) - set(_DEFAULT_KEYS))
         if unknown:
             raise TypeError(f"studio() got unexpected settings {unknown}; known: {list(_DEFAULT_KEYS)}")
-        self.client = _client_for_studio(client)
+        _check_defaults(defaults)
+        resolved = _client_for_studio(client)
+        super().__init__()
+        self.client = resolved
         self.results: list[Any] = []
         self.references: list[bytes] = []
         self.reference_names: list[str] = []
@@ -742,7 +758,8 @@ class Studio(widgets.VBox):
         return f"Stopped waiting after {took} (task {task_id}); cancel was requested at the gateway."
 
     def _stop_ticker(self) -> None:
-        if self._ticker is not None:
+        # getattr: close() also runs from Widget.__del__ on a studio whose __init__ raised early
+        if getattr(self, "_ticker", None) is not None:
             self._ticker.cancel()
             self._ticker = None
 
