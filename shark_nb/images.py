@@ -714,11 +714,13 @@ def _clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 
 # --- PNG ---
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
-    """[(type, payload, raw chunk bytes)], validating lengths. Stops after IEND."""
+def _png_chunks(data: bytes, *, views: bool = False) -> list[tuple[bytes, Any, Any]]:
+    """[(type, payload, raw chunk bytes)], validating lengths. Stops after IEND. With ``views``,
+    payload and raw are memoryviews into ``data`` instead of copies."""
     if not data.startswith(_PNG_SIG):
         raise ValueError("not a PNG")
     chunks = []
+    buf = memoryview(data) if views else data
     i, n = 8, len(data)
     while True:
         if i + 12 > n:
@@ -728,7 +730,7 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
         end = i + 12 + length
         if end > n:
             raise ValueError("PNG chunk runs past the end of the file")
-        chunks.append((ctype, data[i + 8 : i + 8 + length], data[i:end]))
+        chunks.append((ctype, buf[i + 8 : i + 8 + length], buf[i:end]))
         i = end
         if ctype == b"IEND":
             return chunks
@@ -761,14 +763,15 @@ def _png_text_key(ctype: bytes, payload: bytes) -> bytes | None:
 
 
 def _png_embed(data: bytes, metadata: dict[str, str]) -> bytes:
-    chunks = _png_chunks(data)
+    # memoryviews: the image data is copied once (into the result), not three times
+    chunks = _png_chunks(data, views=True)
     if chunks[0][0] != b"IHDR":
         raise ValueError("PNG does not start with IHDR")
     keys = {_png_keyword(k) for k in metadata}
     new_text = b"".join(_png_itxt(k, v) for k, v in metadata.items())
     out = [_PNG_SIG, chunks[0][2], new_text]
     for ctype, payload, raw in chunks[1:]:
-        if _png_text_key(ctype, payload) in keys:
+        if ctype in (b"tEXt", b"zTXt", b"iTXt") and _png_text_key(ctype, bytes(payload)) in keys:
             continue  # replaced by ours
         out.append(raw)
     return b"".join(out)

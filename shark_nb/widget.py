@@ -358,8 +358,10 @@ class Studio(widgets.VBox):
                                layout=widgets.Layout(flex="1 1 auto", min_width="300px", padding="0 0 0 14px"))
         self._body = widgets.HBox([controls, results], layout=widgets.Layout(width="100%", align_items="flex-start"))
         self.children = (self.header, self.banner, self._body, self.ledger_strip)
+        default_layout = self.layout
         self.layout = widgets.Layout(border="1px solid #dadce0", padding="10px 12px", width="100%",
                                      max_width="1180px")
+        default_layout.close()  # replaced: it would stay open (and in the saved widget state) for good
         # Stable CSS classes: hooks for custom styling and for the browser test (tests/test_browser_studio.py).
         for part, name in ((self, ""), (self.prompt, "prompt"), (self.size, "size"), (self.n, "n"),
                            (self.generate_button, "generate"), (self.cancel_button, "cancel"),
@@ -925,10 +927,11 @@ class Studio(widgets.VBox):
 
     # ------------------------------------------------------------------------------------ misc
     def close(self) -> None:
-        """Close the studio and every widget in it."""
+        """Close the studio and every widget in it (their layouts and styles too)."""
         self._stop_ticker()
         _close_all(list(_descendants(self)))
         super().close()
+        _close_parts(self)
 
     def __repr__(self) -> str:
         state = "running" if self.job is not None else "idle"
@@ -959,11 +962,21 @@ def _descendants(widget: widgets.Widget):
         yield from _descendants(child)
 
 
+def _close_parts(w: widgets.Widget) -> None:
+    """Close a widget's Layout and Style: they are widget models of their own, which
+    ``Widget.close()`` leaves open (in the kernel, and in the notebook's saved widget state)."""
+    for part in (getattr(w, "layout", None), getattr(w, "style", None)):
+        if isinstance(part, widgets.Widget):
+            part.close()
+
+
 def _close_all(ws: list) -> None:
     for w in ws:
         for d in list(_descendants(w)):
             d.close()
+            _close_parts(d)
         w.close()
+        _close_parts(w)
 
 
 def _client_for_studio(client: Any) -> Any:

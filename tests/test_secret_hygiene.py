@@ -1,0 +1,726 @@
+"""Secret hygiene: a planted key is looked for everywhere a full session leaves text behind.
+
+One module-scoped run (:func:`session`) uses the key ``PLANTED`` *online* against the simulator
+served as a real loopback server (``serve_in_thread()``), with the signed image URLs on a
+**different host** (API at ``http://127.0.0.1:PORT/api/v1``, files at ``http://localhost:PORT``):
+
+* every tutorial notebook in ``notebooks/`` is executed with nbclient, in a temporary copy, with
+  ``SHARK_API_KEY=PLANTED`` and ``SHARK_BASE_URL`` pointing at the loopback server (all of them
+  run online; none needs ``SHARK_OFFLINE``). A first cell is prepended to each copy that turns on
+  DEBUG logging of ``httpx``, ``httpcore`` and ``shark_nb`` to the cell's stderr, so the kernel's
+  logs land in the executed notebooks too. nbclient stores the widget state (the studio of
+  ``03-studio`` and ``%shark studio`` of ``02-magic``) in the notebooks' metadata;
+* the ``%shark`` magic, in process (a real ``InteractiveShell``), with errors: a bad option, an
+  auth error (the simulator is told that the planted key is invalid), a budget refusal, a URL
+  that carries the key as its password, ``%shark config`` / ``ledger`` / ``studio`` / ``--dry-run``;
+* the client: sync and task mode, batches, saved images, gateway error messages and a failed task
+  that echo the key back, settings errors that quote the key (base URL with the key as password or
+  query, the key pasted as the base URL, the key with a newline);
+* the studio, in process: references, an upload, Generate, Save, Open, an auth error; then
+  ``get_state()`` of every widget alive in the process;
+
+with DEBUG logging of ``httpx``/``httpcore``/``shark_nb`` captured throughout. Then the key is
+searched for in: every file written (executed notebooks, ledgers, CSV, saved images — raw bytes —
+and their metadata as read back), every notebook output and the saved widget state, every
+captured magic output, every log record, the reprs of every object a user holds (clients,
+results, errors, ledger, Secret, settings, studio), every exception message and its formatted
+traceback (with ``vars(exc)``). The key must appear nowhere; the numbers of places are printed.
+
+Also checked: the key is never sent anywhere but the API's host (downloads carry no credentials,
+``sim.auth_leaks == 0``; a redirect to another host is not followed; a polling URL on another
+host is refused), ledger files are mode 0600 in a 0700 folder, and ``set_key()`` writes nothing
+under ``SHARK_NB_HOME`` or ``HOME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import stat
+import threading
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+PLANTED = "sk-planted-7f3a9c2e-DO-NOT-LEAK"
+#: What is searched for: the key, two distinctive pieces of it (a truncated repr would still show
+#: one) and its base64 forms (as in a Basic/Bearer header or a data URL).
+NEEDLES = tuple({
+    PLANTED.encode(), b"7f3a9c2e", b"DO-NOT-LEAK",
+    base64.b64encode(PLANTED.encode()), base64.b64encode(b"Bearer " + PLANTED.encode()),
+    base64.b64encode(b":" + PLANTED.encode()),
+})
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+LOGGERS = ("httpx", "httpcore", "shark_nb")
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+LOGGING_CELL = """\
+# (added by tests/test_secret_hygiene.py: DEBUG logs of httpx/httpcore/shark_nb into the outputs)
+import logging as _logging, sys as _sys
+_handler = _logging.StreamHandler(_sys.stderr)
+_handler.setFormatter(_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+for _name in ("httpx", "httpcore", "shark_nb"):
+    _logging.getLogger(_name).setLevel(_logging.DEBUG)
+    _logging.getLogger(_name).addHandler(_handler)
+"""
+
+
+# ------------------------------------------------------------------------------ the corpus
+
+@dataclass
+class Corpus:
+    """Every place scanned, by kind: (label, bytes)."""
+
+    places: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def add(self, kind: str, label: str, data: Any) -> None:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            blob = bytes(data)
+        else:
+            blob = str(data).encode("utf-8", "surrogatepass")
+        self.places.append((kind, label, blob))
+
+    def add_exception(self, label: str, exc: BaseException, *, source_lines: bool = True) -> None:
+        """The message, repr, args and attributes, and the formatted traceback. ``source_lines=False``
+        for an error raised by a cell whose own source holds the key (the user typed it there): the
+        traceback then leaves out the quoted source lines, which are the user's, not shark_nb's."""
+        self.add("exception", label, f"{exc}\n{exc!r}\n{exc.args!r}\n{_vars(exc)}")
+        if source_lines:
+            text = "".join(traceback.format_exception(exc))
+        else:
+            frames = traceback.extract_tb(exc.__traceback__)
+            text = "".join(f"{f.filename}:{f.lineno} in {f.name}\n" for f in frames)
+            text += "".join(traceback.format_exception_only(exc))
+        self.add("traceback", label, text)
+
+    def leaks(self) -> list[str]:
+        return [f"{kind}: {label}" for kind, label, blob in self.places if any(n in blob for n in NEEDLES)]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _l, _b in self.places if k == kind)
+
+    def kinds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for kind, _l, _b in self.places:
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+def _vars(obj: Any) -> str:
+    try:
+        return repr(vars(obj))
+    except TypeError:
+        return ""
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(threadName)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append(self.format(record) + f" | args={record.args!r}")
+        except Exception as exc:  # noqa: BLE001 - a broken record is a finding too
+            self.records.append(f"<unformattable record {record.name}: {exc!r}>")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+class _Recorder(ThreadingHTTPServer):
+    """A tiny HTTP server that records every request; redirects them when ``redirect_to`` is set."""
+
+    daemon_threads = True
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        self.seen: list[dict] = []
+        self.redirect_to = redirect_to
+        super().__init__(("127.0.0.1", 0), _RecorderHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+class _RecorderHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Recorder
+
+    def _any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.seen.append({"method": self.command, "path": self.path,
+                                 "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+        if self.server.redirect_to:
+            self.send_response(307)
+            self.send_header("Location", self.server.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        payload = b'{"error": {"message": "nothing here", "type": "invalid_request_error"}}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _carries_key(request: dict) -> bool:
+    blob = json.dumps(request["headers"]).encode() + request["body"] + request["path"].encode()
+    return any(n in blob for n in NEEDLES)
+
+
+def _png(size=(64, 48), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, (30, 120, 200) if mode == "RGB" else (30, 120, 200, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _state_json(state: dict) -> str:
+    return json.dumps(state, default=lambda o: bytes(o).decode("latin-1")
+                      if isinstance(o, (bytes, bytearray, memoryview)) else repr(o))
+
+
+def _all_files(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        if root.is_dir():
+            yield from (p for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@dataclass
+class Session:
+    corpus: Corpus
+    root: Path
+    sim: Any
+    port: int
+    notebooks: dict[str, Any]
+    notebook_outputs: int
+    widget_models: int
+    log_records: int
+    homes: list[Path]
+    image_urls: list[str]
+    redirect_api: list[dict]
+    redirect_other: list[dict]
+    other_host_sim: Any
+    polling_error: BaseException | None
+    sim_log: list[dict]
+
+
+# ------------------------------------------------------------------------------ the session
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Iterator[Session]:
+    from shark_nb import magic
+    from shark_nb.ledger import reset_default_ledger
+    from shark_nb.simulator import Simulator, serve_in_thread
+
+    root = tmp_path_factory.mktemp("secret_hygiene")
+    sim = Simulator(latency=0.01)
+    srv = serve_in_thread(sim)
+    # the object store on another host: same server, reached as "localhost" instead of 127.0.0.1
+    sim.config.files_base = f"http://localhost:{srv.port}"
+    corpus = Corpus()
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    capture = _Capture()
+    saved_levels = {name: logging.getLogger(name).level for name in LOGGERS}
+    recorders: list[_Recorder] = []
+    other_srv = None
+    try:
+        for name in PROXY_VARS:
+            os.environ.pop(name, None)
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+        os.environ.pop("SHARK_OFFLINE", None)
+
+        # 1. the notebooks, executed online in kernels (in parallel)
+        nb_dir = root / "notebooks"
+        nb_dir.mkdir()
+        kernel_home = root / "kernel_home"
+        kernel_env = dict(os.environ, SHARK_API_KEY=PLANTED, SHARK_BASE_URL=srv.base_url,
+                          SHARK_NB_HOME=str(kernel_home), PYTHONPATH=str(REPO))
+        notebooks = asyncio.run(_run_notebooks(nb_dir, kernel_env))
+
+        # 2.-4. in process: the magic, the client, the studio, with DEBUG logs captured
+        os.environ.update(SHARK_API_KEY=PLANTED, SHARK_BASE_URL=srv.base_url,
+                          SHARK_NB_HOME=str(root / "home"))
+        for name in LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+            logging.getLogger(name).addHandler(capture)
+        work = root / "work"
+        work.mkdir()
+        os.chdir(work)
+        magic.reset_client()
+        reset_default_ledger()
+        _run_magic(corpus, sim)
+        image_urls = _run_client(corpus, sim, srv, root)
+        recorders, redirect_api, redirect_other = _run_redirect(corpus)
+        other_srv, polling_error = _run_polling_elsewhere(corpus)
+        asyncio.run(_run_studio(corpus, sim, srv, root))
+        _scan_widgets(corpus)
+        _scan_settings_and_secret(corpus)
+    finally:
+        for name in LOGGERS:
+            logging.getLogger(name).removeHandler(capture)
+            logging.getLogger(name).setLevel(saved_levels[name])
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        magic.reset_client()
+        reset_default_ledger()
+        from shark_nb import config
+
+        config.clear_key()
+
+    # the logs, the files, the notebooks
+    for i, line in enumerate(capture.records):
+        corpus.add("log record", f"log {i}", line)
+    homes = [root / "home", kernel_home]
+    for path in _all_files(root):
+        corpus.add("file", str(path.relative_to(root)), path.read_bytes())
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            from shark_nb.images import read_metadata
+
+            try:
+                corpus.add("image metadata", str(path.relative_to(root)), json.dumps(read_metadata(path)))
+            except ValueError:
+                pass
+    outputs = widget_models = 0
+    for name, nb in notebooks.items():
+        for c, cell in enumerate(nb.cells):
+            for o, output in enumerate(cell.get("outputs", ())):
+                outputs += 1
+                corpus.add("notebook output", f"{name} cell {c} output {o}", json.dumps(output))
+        state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        for model_id, model in state.get("state", {}).items():
+            widget_models += 1
+            corpus.add("saved widget state", f"{name} {model.get('model_name')} {model_id}", json.dumps(model))
+    yield Session(
+        corpus=corpus, root=root, sim=sim, port=srv.port, notebooks=notebooks, notebook_outputs=outputs,
+        widget_models=widget_models, log_records=len(capture.records), homes=homes, image_urls=image_urls,
+        redirect_api=redirect_api, redirect_other=redirect_other,
+        other_host_sim=other_srv.sim if other_srv is not None else None, polling_error=polling_error,
+        sim_log=list(sim.log),
+    )
+    from ipywidgets.widgets import widget as widget_module
+
+    from shark_nb.widget import Studio
+
+    for w in list(widget_module._instances.values()):  # the studio %shark studio displayed
+        if isinstance(w, Studio):
+            w.close()
+    for r in recorders:
+        r.close()
+    if other_srv is not None:
+        other_srv.close()
+    srv.close()
+
+
+async def _run_notebooks(folder: Path, env: dict) -> dict[str, Any]:
+    import nbformat
+    from nbclient import NotebookClient
+
+    async def one(source: Path) -> tuple[str, Any]:
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell(LOGGING_CELL))
+        path = folder / source.name
+        client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
+                                resources={"metadata": {"path": str(folder)}})
+        await client.async_execute(env=env)
+        nbformat.write(nb, path)
+        return source.name, nb
+
+    return dict(await asyncio.gather(*(one(p) for p in NOTEBOOKS)))
+
+
+def _run_magic(corpus: Corpus, sim: Any) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from shark_nb import magic
+
+    shell = InteractiveShell.instance()
+    magic.unload_ipython_extension(shell)
+    magic.load_ipython_extension(shell)
+    cells = [
+        "%shark --size 1024x1024 --quality low -o fox a red fox in the snow",
+        "%%shark --size 1024x1024 --quality low --wait task\na heron at dawn",
+        "%shark config",
+        "%shark ledger",
+        "%shark --dry-run -n 2 a fox",
+        "%shark --colour red a fox",                                          # bad option
+        f"%shark --image https://me:{PLANTED}@example.com/a.png a fox",       # the key as a URL password
+        "AUTH",                                                               # auth error (below)
+        "%shark budget 0.0001$",
+        "%shark --quality high a fox",                                        # budget refusal
+        "%shark budget off",
+        "%shark studio",
+        "fox",
+        "print(repr(fox), str(fox), repr(fox.images[0]))",
+    ]
+    errors = 0
+    try:
+        for i, cell in enumerate(cells):
+            if cell == "AUTH":
+                sim.config.invalid_key = PLANTED
+                cell = "%shark --quality low a fox"
+            try:
+                with capture_output() as cap:
+                    result = shell.run_cell(cell)
+            finally:
+                sim.config.invalid_key = "sk-invalid"
+            parts = [cap.stdout, cap.stderr] + [json.dumps(o.data, default=repr) for o in cap.outputs]
+            corpus.add("magic output", f"cell {i}: {cell[:40]}", "\n".join(parts))
+            err = result.error_in_exec
+            if err is not None:
+                errors += 1
+                corpus.add_exception(f"magic cell {i}", err, source_lines=PLANTED not in cell)
+        assert errors == 4, f"expected 4 failing cells (bad option, URL, auth, budget), got {errors}"
+        client = magic.get_client()
+        corpus.add("repr", "magic client", f"{client!r}\n{_vars(client.aio)}")
+        corpus.add("repr", "magic ledger", f"{client.ledger!r}\n{client.ledger._repr_html_()}")
+        client.close()
+    finally:
+        shell.user_ns.pop("fox", None)
+        shell.user_ns.pop("_shark", None)
+        magic.unload_ipython_extension(shell)
+        magic.reset_client()
+
+
+def _run_client(corpus: Corpus, sim: Any, srv: Any, root: Path) -> list[str]:
+    from shark_nb import AuthenticationError, ValidationError, config, set_key
+    from shark_nb.client import Shark
+    from shark_nb.images import read_metadata
+
+    urls: list[str] = []
+    client = Shark(api_key=PLANTED, base_url=srv.base_url, poll_interval=0.05)
+    try:
+        result = client.generate("a lighthouse at dusk", size="1024x1024", quality="low")
+        task_result = client.generate("a lighthouse at dawn", size="1024x1024", quality="low", wait="task",
+                                      task_timeout=60)
+        urls += [im.url for r in (result, task_result) for im in r.images]
+        for r in (result, task_result):
+            paths = r.save(root / "saved")
+            for p in paths:
+                corpus.add("image metadata", f"read_metadata({p.name})", json.dumps(read_metadata(p)))
+            corpus.add("repr", f"result {r.tracing_id}",
+                       f"{r!r}\n{r}\n{r._repr_html_() if hasattr(r, '_repr_html_') else ''}\n"
+                       + "\n".join(f"{im!r} {im}" for im in r.images))
+        batch = client.generate_many(["a cup of cocoa", "a forbidden picture [moderate]"], size="1024x1024",
+                                     quality="low", concurrency=2)
+        corpus.add("repr", "generate_many", repr(batch))
+        for item in batch:
+            if isinstance(item, BaseException):
+                corpus.add_exception("generate_many slot", item)
+
+        # errors that could carry the key
+        sim.config.invalid_key = PLANTED
+        try:
+            with pytest.raises(AuthenticationError) as info:
+                client.generate("a fox", quality="low")
+            corpus.add_exception("auth error", info.value)
+        finally:
+            sim.config.invalid_key = "sk-invalid"
+        echo = f"bad header 'Authorization: Bearer {PLANTED}' (x-api-key={PLANTED})"
+        sim.inject("post", "status", status=400, type="invalid_request_error", message=echo)
+        with pytest.raises(Exception) as info:
+            client.generate("a fox", quality="low")
+        corpus.add_exception("gateway echoes the key", info.value)
+        sim.inject("post", "task_failed", type="provider_error", message=echo)
+        with pytest.raises(Exception) as info:
+            client.generate("a fox", quality="low", wait="task", task_timeout=60)
+        corpus.add_exception("failed task echoes the key", info.value)
+        with pytest.raises(ValidationError) as info:
+            client.generate("a fox", image=f"https://me:{PLANTED}@example.com/a.png")
+        corpus.add_exception("image URL with the key as password", info.value)
+        for kwargs in ({"api_key": PLANTED + "\n"}, {"api_key": " " + PLANTED},
+                       {"api_key": PLANTED, "base_url": f"https://me:{PLANTED}@shark.ai/api/v1"},
+                       {"api_key": PLANTED, "base_url": f"https://{PLANTED}@shark.ai/api/v1"},
+                       {"api_key": PLANTED, "base_url": f"https://shark.ai/api/v1?api_key={PLANTED}"},
+                       {"api_key": PLANTED, "base_url": f"https://shark.ai/api/v1#{PLANTED}"},
+                       {"api_key": PLANTED, "base_url": PLANTED},
+                       {"api_key": PLANTED, "base_url": "http://example.com/api/v1"}):
+            with pytest.raises(ValidationError) as info:
+                Shark(**kwargs)
+            corpus.add_exception(f"Shark({sorted(kwargs)})", info.value)
+        with pytest.raises(ValidationError) as info:
+            set_key(PLANTED + "\r\n")
+        corpus.add_exception("set_key with a newline", info.value)
+        config.clear_key()
+
+        aio = client.aio
+        corpus.add("repr", "Shark", f"{client!r}\n{client}\n{_vars(client)}")
+        corpus.add("repr", "AsyncShark", f"{aio!r}\n{aio}\n{_vars(aio)}\n{aio._api()!r}\n{aio._api().headers!r}")
+        corpus.add("repr", "ledger", f"{client.ledger!r}\n{client.ledger._repr_html_()}\n{client.ledger.summary()}"
+                                     f"\n{client.ledger.records!r}")
+        csv = client.ledger.to_csv(root / "exports" / "ledger.csv")
+        assert csv.is_file()
+        try:
+            corpus.add("repr", "ledger dataframe", client.ledger.to_dataframe().to_string())
+        except ImportError:  # pragma: no cover - pandas is a test dependency
+            pass
+    finally:
+        client.close()
+    return urls
+
+
+def _run_redirect(corpus: Corpus) -> tuple[list[_Recorder], list[dict], list[dict]]:
+    """The API host answers 307 to another host: the client must not follow (the key stays home)."""
+    from shark_nb import APIConnectionError
+    from shark_nb.client import Shark
+
+    other = _Recorder()
+    api = _Recorder(redirect_to=f"http://localhost:{other.server_port}")
+    client = Shark(api_key=PLANTED, base_url=f"http://127.0.0.1:{api.server_port}/api/v1", max_retries=0)
+    try:
+        with pytest.raises(APIConnectionError) as info:
+            client.generate("a fox", quality="low")
+        assert "redirect" in str(info.value)
+        corpus.add_exception("redirect refused", info.value)
+        with pytest.raises(APIConnectionError):
+            client.cancel("task_123")  # a GET/POST to the API that is redirected: not followed either
+    finally:
+        client.close()
+    return [other, api], api.seen, other.seen
+
+
+def _run_polling_elsewhere(corpus: Corpus) -> tuple[Any, BaseException | None]:
+    """A task whose polling URL names another host: the client refuses to poll it with the key."""
+    from shark_nb.client import Shark
+    from shark_nb.simulator import Simulator, serve_in_thread
+
+    srv = serve_in_thread(Simulator(latency=0.01))
+    srv.sim.config.api_base = f"http://localhost:{srv.port}/api/v1"  # what its polling_url will name
+    client = Shark(api_key=PLANTED, base_url=f"http://127.0.0.1:{srv.port}/api/v1", poll_interval=0.01)
+    error = None
+    try:
+        client.generate("a fox", quality="low", wait="task", task_timeout=60)
+    except Exception as exc:  # noqa: BLE001
+        error = exc
+        corpus.add_exception("polling URL on another host", exc)
+    finally:
+        client.close()
+    return srv, error
+
+
+async def _run_studio(corpus: Corpus, sim: Any, srv: Any, root: Path) -> None:
+    import ipywidgets as widgets
+
+    from shark_nb.client import AsyncShark
+    from shark_nb.widget import studio
+
+    client = AsyncShark(api_key=PLANTED, base_url=srv.base_url, poll_interval=0.05)
+    st = studio(client, save_folder=str(root / "studio-out"), size="1024x1024", quality="low")
+    try:
+        assert st.add_reference(_png(), name="reference.png")
+        st.reference_upload.set_state({"value": [
+            {"name": "upload.png", "type": "image/png", "size": 10, "content": memoryview(_png((64, 48))),
+             "last_modified": 1_700_000_000_000}]})
+        st.remove_reference(1)
+        st.prompt.value = "the same scene at night"
+        st.generate_button.click()
+        await st.wait_for_job()
+        assert st.status.value.startswith("Done"), st.status.value
+        card = st.gallery.children[0]
+        buttons = [w for w in _walk(card) if isinstance(w, widgets.Button)]
+        for b in buttons:
+            if b.description in ("Save", "Open"):
+                b.click()
+        for _ in range(200):
+            if not st._helpers:
+                break
+            await asyncio.sleep(0.01)
+        # an auth error, shown in the status line
+        sim.config.invalid_key = PLANTED
+        try:
+            st.generate_button.click()
+            await st.wait_for_job()
+        finally:
+            sim.config.invalid_key = "sk-invalid"
+        assert st.status.value.startswith("Error"), st.status.value
+        corpus.add("studio status", "after an auth error", st.status.value)
+        if st.last_error is not None:
+            corpus.add_exception("studio last_error", st.last_error)
+        corpus.add("repr", "studio", f"{st!r}\n{st.client!r}\n{_vars(st.client)}")
+        for w in _walk(st):
+            corpus.add("studio widget get_state()", f"{type(w).__name__} {w.model_id}", _state_json(w.get_state()))
+    finally:
+        st.close()
+        await client.aclose()
+
+
+def _walk(root: Any) -> list[Any]:
+    """The widget and every widget it references (children, layout, style, ...)."""
+    import ipywidgets as widgets
+
+    seen: dict[str, Any] = {}
+
+    def walk(w: Any) -> None:
+        if w.model_id in seen:
+            return
+        seen[w.model_id] = w
+        for name in w.keys:
+            value = getattr(w, name, None)
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(item, widgets.Widget):
+                    walk(item)
+
+    walk(root)
+    return list(seen.values())
+
+
+def _scan_widgets(corpus: Corpus) -> None:
+    """Every widget still alive in this process (the magic's studio included), as a front end
+    would save it."""
+    import ipywidgets as widgets
+
+    state = widgets.Widget.get_manager_state(drop_defaults=False)
+    for model_id, model in state["state"].items():
+        corpus.add("live widget state", f"{model.get('model_name')} {model_id}", _state_json(model))
+
+
+def _scan_settings_and_secret(corpus: Corpus) -> None:
+    import pickle
+
+    from shark_nb import config
+
+    secret = config.check_key(PLANTED)
+    corpus.add("repr", "Secret", f"{secret!r} {secret} {secret!s} {[secret]} {({'k': secret})}")
+    corpus.add("repr", "Secret format", f"{secret:}" if hasattr(secret, "__format__") else "")
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(secret)
+    corpus.add_exception("pickling a Secret", info.value)
+    corpus.add("repr", "Settings", repr(config.resolve(api_key=PLANTED, base_url="http://127.0.0.1:1/api/v1")))
+    corpus.add("repr", "Settings from the environment", repr(config.resolve()))
+
+
+# ------------------------------------------------------------------------------ tests
+
+def test_the_session_ran_online_with_the_key(session: Session):
+    """The scan means something: the key was used, against the loopback server, by every surface."""
+    log = session.sim_log
+    api = [e for e in log if e["route"] in ("post", "poll", "cancel")]
+    assert len([e for e in api if e["route"] == "post"]) >= 20, "the notebooks and the in-process run generate"
+    assert all(e["auth"] == "bearer" for e in api), "every API request carried the key"
+    assert any(e["route"] == "poll" for e in api), "task mode ran (the studio, %%shark --wait task)"
+    assert len(session.notebooks) == len(NOTEBOOKS) >= 6
+    kernel_ledgers = list((session.homes[1] / "ledger").glob("*.jsonl"))
+    assert kernel_ledgers and all('"offline": false' in p.read_text().replace('"offline":false', '"offline": false')
+                                  for p in kernel_ledgers), "the notebooks ran online, not on the simulator"
+    assert session.widget_models > 50, "the executed notebooks hold the studio's widget state"
+    assert session.log_records > 50, "DEBUG logs were captured"
+
+
+def test_the_planted_key_appears_nowhere(session: Session, capsys):
+    corpus = session.corpus
+    leaks = corpus.leaks()
+    kinds = corpus.kinds()
+    files = kinds.get("file", 0)
+    summary = (f"secret hygiene: {len(corpus.places)} places scanned — {files} files "
+               f"({sum(1 for k, l, _ in corpus.places if k == 'file' and l.endswith('.ipynb'))} executed notebooks), "
+               f"{session.notebook_outputs} notebook outputs, {session.widget_models} saved widget models, "
+               f"{kinds.get('live widget state', 0)} live widget states, "
+               f"{kinds.get('studio widget get_state()', 0)} studio get_state(), "
+               f"{kinds.get('magic output', 0)} magic outputs, {kinds.get('log record', 0)} log records, "
+               f"{kinds.get('repr', 0)} reprs, {kinds.get('exception', 0)} exceptions + "
+               f"{kinds.get('traceback', 0)} tracebacks, {kinds.get('image metadata', 0)} image metadata")
+    with capsys.disabled():
+        print("\n" + summary)
+    (session.root / "scan-summary.txt").write_text(summary + "\n" + json.dumps(kinds, indent=1), encoding="utf-8")
+    assert files >= 20 and session.notebook_outputs >= 50 and kinds.get("exception", 0) >= 15
+    assert not leaks, "the planted key leaked into:\n" + "\n".join(leaks[:40])
+
+
+def test_the_key_only_goes_to_the_api_host(session: Session):
+    sim = session.sim
+    downloads = [e for e in session.sim_log if e["route"] == "download"]
+    assert downloads, "images were downloaded from the file host"
+    assert sim.auth_leaks == 0
+    assert all(e["auth"] is None for e in downloads), "a download carried Authorization or x-api-key"
+    assert session.image_urls and all(u.startswith(f"http://localhost:{session.port}/files/")
+                                      for u in session.image_urls), "the files are on another host"
+
+
+def test_a_redirect_to_another_host_is_not_followed(session: Session):
+    assert session.redirect_api, "the API host saw the request (with the key: it is the API)"
+    assert all(_carries_key(r) for r in session.redirect_api)
+    assert session.redirect_other == [], "the other host must see no request at all"
+
+
+def test_a_polling_url_on_another_host_is_refused(session: Session):
+    err = session.polling_error
+    assert err is not None and "refusing to send the API key" in str(err), repr(err)
+    assert session.other_host_sim.requests["poll"] == 0
+    assert session.other_host_sim.requests["post"] == 1
+
+
+def test_ledger_files_are_private(session: Session):
+    ledgers = [p for home in session.homes for p in (home / "ledger").glob("*")]
+    assert len(ledgers) >= 2
+    for home in session.homes:
+        assert stat.S_IMODE((home / "ledger").stat().st_mode) == 0o700, home
+    for path in ledgers:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[int, int, str]]:
+    out = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+            out[str(p)] = (st.st_mode, st.st_mtime_ns, digest)
+    return out
+
+
+def test_set_key_writes_nothing(tmp_path, monkeypatch):
+    import getpass
+
+    import shark_nb
+    from shark_nb import config
+    from shark_nb.client import Shark
+
+    home, nb_home, cwd = tmp_path / "home", tmp_path / "shark_nb_home", tmp_path / "cwd"
+    for d in (home, nb_home, cwd):
+        d.mkdir()
+    (home / ".profile").write_text("# a user's file\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHARK_NB_HOME", str(nb_home))
+    monkeypatch.chdir(cwd)
+    before = _snapshot(home, nb_home, cwd)
+    try:
+        shark_nb.set_key(PLANTED)
+        assert config.resolve().key is not None
+        monkeypatch.setattr(getpass, "getpass", lambda prompt="": PLANTED)
+        shark_nb.set_key()                      # the interactive form
+        client = Shark()                        # uses the session key; creates no file until a call
+        assert client.api_key_set and not client.offline
+        client.close()
+    finally:
+        config.clear_key()
+    assert _snapshot(home, nb_home, cwd) == before, "set_key() / Shark() wrote something"
+    for path in _all_files(home, nb_home, cwd):
+        assert not any(n in path.read_bytes() for n in NEEDLES), path
