@@ -96,7 +96,8 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """``812 B``, ``95 KB``, ``2.0 MB``."""
     if n < 1024:
         return f"{n} B"
     if n < 1024 * 1024:
@@ -177,7 +178,7 @@ class Gallery:
         w, h = image.size
         fmt = str(getattr(image, "format", "?"))
         alt = _short(getattr(self.result, "prompt", "") or f"image {i + 1}", 300)
-        bits = [f"{w}×{h}", fmt.upper(), _human_bytes(len(image.data)),
+        bits = [f"{w}×{h}", fmt.upper(), human_bytes(len(image.data)),
                 fmt_credit(share, usd=False) if share is not None else "credit unknown"]
         caption = esc(" · ".join(bits))
         path = self.paths[i]

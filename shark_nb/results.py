@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import pricing
+from .display import human_bytes as _human_bytes
 from .errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,14 +91,6 @@ class Usage:
         def f(v: int | None) -> str:
             return "?" if v is None else f"{v:,}"
         return f"{f(self.input_tokens)} in / {f(self.output_tokens)} out / {f(self.total_tokens)} total"
-
-
-def _human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.0f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
 
 
 def _fmt_credit(credit: float) -> str:
