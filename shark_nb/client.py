@@ -47,6 +47,7 @@ T = TypeVar("T")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 _STATUS_ALIASES = {
     "succeeded": "completed", "success": "completed", "complete": "completed", "done": "completed",
+    "finished": "completed", "ready": "completed",
     "error": "failed", "failure": "failed", "canceled": "cancelled",
 }
 _VERSION = "0.1.0"
@@ -267,10 +268,10 @@ class AsyncShark:
         *,
         concurrency: int = config.DEFAULT_CONCURRENCY,
         **params: Any,
-    ) -> list["GenerationResult | SharkError"]:
+    ) -> list["GenerationResult | Exception"]:
         """Run many prompts with bounded concurrency; results in input order.
 
-        A failure is returned in its slot (a :class:`SharkError`) instead of losing the batch.
+        A failure is returned in its slot (usually a :class:`SharkError`) instead of losing the batch.
         On 429 all workers pause together (shared back-off) and keep retrying, up to
         ``config.BATCH_RATE_LIMIT_RETRIES`` times each.
         """
@@ -284,13 +285,13 @@ class AsyncShark:
                 requests.append(exc)
         sem = asyncio.Semaphore(concurrency)
 
-        async def one(req: ImageRequest | SharkError) -> "GenerationResult | SharkError":
+        async def one(req: ImageRequest | SharkError) -> "GenerationResult | Exception":
             if isinstance(req, SharkError):
                 return req
             async with sem:
                 try:
                     return await self.send(req, rate_limit_retries=config.BATCH_RATE_LIMIT_RETRIES)
-                except SharkError as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure stays in its slot; the batch goes on
                     return exc
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
@@ -497,6 +498,8 @@ class AsyncShark:
                 if not isinstance(body, dict):  # e.g. `null` or a list from a broken proxy: still running
                     body = {}
                 task.status = _normalise_status(body.get("status"))
+                if task.status == "running" and _image_items(body):
+                    task.status = "completed"  # an unknown status spelling, but the images are there
                 task.raw = body
                 if task.status == "completed":
                     body["_status"] = response.status_code

@@ -534,3 +534,25 @@ async def test_the_call_is_on_disk_before_the_request_leaves(ledger):
     (rec,) = seen["on_disk"]
     assert rec["outcome"] == "sending" and rec["tracing_id"] == gw.posts()[0].headers["x-tracing-id"]
     assert ledger.records[0]["outcome"] == "ok"
+
+
+async def test_a_completed_task_with_an_unknown_status_spelling_is_recognised_by_its_images(ledger):
+    done = {"id": "task_1", "status": "all_set", **ok_answer(credit=12)}
+    gw = Gateway([task_answer()], polls=[{"id": "task_1", "status": "working"}, done])
+    result = await make_client(gw, ledger).generate("x", wait="task")
+    assert result.credit == 12 and ledger.records[0]["outcome"] == "ok"
+
+
+async def test_generate_many_keeps_an_unexpected_failure_in_its_slot(ledger, monkeypatch):
+    gw = Gateway([ok_answer(), ok_answer()])
+    client = make_client(gw, ledger)
+    real_send = client.send
+
+    async def flaky_send(request, **kw):
+        if request.prompt == "boom":
+            raise OSError("disk full")
+        return await real_send(request, **kw)
+
+    monkeypatch.setattr(client, "send", flaky_send)
+    results = await client.generate_many(["a", "boom", "b"])
+    assert isinstance(results[1], OSError) and results[0].images and results[2].images

@@ -705,20 +705,18 @@ def test_status_spellings(start_sim, make_client, ledger, spelling, setup, outco
     assert_usable(client, sim=srv.sim)
 
 
-def test_an_unknown_spelling_of_completed_is_waited_out_and_never_lost(start_sim, make_client, ledger, monkeypatch):
-    monkeypatch.setattr(config, "TASK_DEADLINE_MARGIN", 4.0)
+def test_an_unknown_spelling_of_completed_is_recognised_by_its_images(start_sim, make_client, ledger):
     clock = ManualClock()
-    srv = start_sim(clock=clock, latency=5, status_spelling={"completed": "finished"})
+    srv = start_sim(clock=clock, latency=5, status_spelling={"completed": "all_set"})
     client = make_client(srv.base_url, sim_clock=clock)
-    with pytest.raises(APITimeoutError, match="'finished' after the deadline"):
-        client.generate("spelled oddly", wait="task", task_timeout=30, **LOW)
-    assert len(srv.sim.charges) == 1                   # the gateway completed (and charged) it
-    assert ledger.records[-1]["outcome"] == "pending"  # never lost: counted as unknown cost
+    result = client.generate("spelled oddly", wait="task", task_timeout=30, **LOW)
+    assert len(result.images) == 1 and len(srv.sim.charges) == 1
+    assert ledger.records[-1]["outcome"] == "ok"
     cmp = check(srv.sim, ledger)
-    assert cmp.covered_unknown == 1
-    row("status 'finished' (unknown spelling of completed)", "GET poll",
-        "treated as running: APITimeoutError, ledger 'pending'", "APITimeoutError",
-        f"{srv.sim.requests['poll']} polls, 1 cancel (409)", cmp)
+    assert cmp.with_credit == 1
+    row("status 'all_set' (unknown spelling of completed)", "GET poll",
+        "a poll that carries images is taken as completed", "images",
+        f"{srv.sim.requests['poll']} polls", cmp)
     assert_usable(client, sim=srv.sim)
 
 
