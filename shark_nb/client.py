@@ -627,16 +627,31 @@ class AsyncShark:
                     continue
                 raise DownloadError(f"could not download an image ({type(exc).__name__}); the call was charged "
                                     "and is in the ledger", tracing_id=tracing_id) from None
-            if response.status_code == 200 and data:
+            if response.status_code == 200 and data and _image_looks_complete(data):
                 return data
-            if response.status_code >= 500 and attempt < self.max_retries:
+            cut = response.status_code == 200 and bool(data)  # a cut image with a matching length
+            if (cut or response.status_code >= 500) and attempt < self.max_retries:
                 await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                 attempt += 1
                 continue
-            why = ("the signed URL has expired or was refused" if response.status_code in (401, 403)
+            why = ("the image arrived truncated" if cut else
+                   "the signed URL has expired or was refused" if response.status_code in (401, 403)
                    else f"HTTP {response.status_code}" + (" with an empty body" if not data else ""))
             raise DownloadError(f"could not download an image: {why}; the call was charged and is in the ledger",
                                 status=response.status_code, tracing_id=tracing_id)
+
+
+def _image_looks_complete(data: bytes) -> bool:
+    """A cheap structural check that an image was not cut short (a proxy or object store can send
+    a truncated body with a matching Content-Length): PNG ends with IEND, JPEG with EOI, a WebP's
+    RIFF size fits. Unknown formats pass; decoding is left to the result."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data.endswith(b"IEND\xaeB`\x82")
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in data[-1024:]
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    return True
 
 
 def _image_items(answer: dict) -> list[dict]:

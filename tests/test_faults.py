@@ -515,20 +515,24 @@ def test_truncated_poll_is_taken_as_still_running(start_sim, make_client, ledger
         f"{srv.sim.requests['poll']} polls", cmp)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "known gap: a download whose body is a cut image with a matching Content-Length is delivered as-is; "
-    "to_pil() then raises 'damaged or truncated' (a transfer cut short IS detected and retried)"))
-def test_a_truncated_image_with_a_consistent_length_is_not_delivered(start_sim, make_client, ledger):
+def test_a_truncated_image_with_a_consistent_length_is_retried(start_sim, make_client, ledger):
     srv = start_sim()
-    srv.sim.inject("download", "truncated_json")
+    srv.sim.inject("download", "truncated_json")  # cut body, matching Content-Length
     client = make_client(srv.base_url)
-    try:
-        result = client.generate("cut image", **LOW)
-    except DownloadError:
-        return
-    finally:
-        check(srv.sim, ledger)
-    result.images[0].to_pil()
+    result = client.generate("cut image", **LOW)
+    assert result.images[0].to_pil().size == (1024, 1024)
+    assert srv.sim.requests["download"] == 2
+    check(srv.sim, ledger)
+
+
+def test_an_image_cut_every_time_is_a_download_error_with_the_charge_kept(start_sim, make_client, ledger):
+    srv = start_sim()
+    srv.sim.inject("download", "truncated_json", count=3)
+    client = make_client(srv.base_url)
+    with pytest.raises(DownloadError, match="truncated"):
+        client.generate("cut image", **LOW)
+    assert srv.sim.requests["download"] == 3
+    assert check(srv.sim, ledger).with_credit == 1
 
 
 # ------------------------------------------------------------------------------- no images
