@@ -11,62 +11,24 @@ it was are counted as busy. A first generation is made untimed (imports, the ser
 
 from __future__ import annotations
 
-import ast
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import Row, Sample, kernel_env, sim_server
+from common import REPO, Row, Sample, kernel_env, sim_server
+
+sys.path.insert(0, str(REPO / "tests"))
+from kernel_driver import Kernel as _Kernel  # noqa: E402
 
 
-class Kernel:
-    def __init__(self, env: dict[str, str], cwd: str) -> None:
-        import jupyter_client
-
-        self.km = jupyter_client.KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=env, cwd=cwd, extra_arguments=["--HistoryManager.enabled=False"])
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
-
-    def run(self, code: str, timeout: float = 60) -> tuple[float, str]:
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict) -> None:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "execute_result":
-                out.append(content["data"].get("text/plain", ""))
-            elif kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        t0 = time.perf_counter()
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook, allow_stdin=False)
-        elapsed = time.perf_counter() - t0
-        if errors or reply["content"]["status"] != "ok":
-            raise RuntimeError(f"cell failed: {code!r}: {errors or reply['content']}")
-        return elapsed, "".join(out).strip()
-
-    def value(self, expr: str):
-        return ast.literal_eval(self.run(expr)[1])
-
-    def click(self, model_id: str) -> None:
-        msg = self.kc.session.msg("comm_msg", {"comm_id": model_id,
-                                               "data": {"method": "custom", "content": {"event": "click"}}})
-        self.kc.shell_channel.send(msg)
-
+class Kernel(_Kernel):
     def wait_idle_job(self, limit: float = 60) -> None:
         deadline = time.perf_counter() + limit
         while self.value("s.job is not None"):
             if time.perf_counter() > deadline:
                 raise RuntimeError("the generation never finished")
             time.sleep(0.1)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
 
 
 def run(quick: bool) -> list[Row]:

@@ -16,59 +16,16 @@ from pathlib import Path
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
+
+from kernel_driver import Kernel  # noqa: E402  (after the skips)
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 3.0
 TRIVIAL_RUNS = 6
 SPACING = 0.3   # seconds between the trivial cells during the job
 MAX_ROUND_TRIP = 1.0  # seconds; generous (idle round trips are a few ms), the job takes >= 3 s
-
-
-class Kernel:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.km = jupyter_client.KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=env, extra_arguments=["--HistoryManager.enabled=False"])
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
-
-    def run(self, code: str, timeout: float = 30) -> tuple[float, str]:
-        """Execute a cell; return (round-trip seconds, text of its result / stdout). Raises on error."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict) -> None:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "execute_result":
-                out.append(content["data"].get("text/plain", ""))
-            elif kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        t0 = time.perf_counter()
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook, allow_stdin=False)
-        elapsed = time.perf_counter() - t0
-        if errors or reply["content"]["status"] != "ok":
-            raise AssertionError(f"cell failed: {code!r}: {errors or reply['content']}")
-        return elapsed, "".join(out).strip()
-
-    def value(self, expr: str):
-        import ast
-
-        return ast.literal_eval(self.run(expr)[1])
-
-    def click(self, model_id: str) -> None:
-        """What a browser sends when a Button is clicked."""
-        msg = self.kc.session.msg("comm_msg", {"comm_id": model_id,
-                                               "data": {"method": "custom", "content": {"event": "click"}}})
-        self.kc.shell_channel.send(msg)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
 
 
 @pytest.fixture
