@@ -437,14 +437,9 @@ class Studio(widgets.VBox):
     # ------------------------------------------------------------------------ references / mask
     def add_reference(self, data: bytes | str | os.PathLike, name: str | None = None) -> bool:
         """Add a reference image (bytes or a file path). Returns False (with a message) if refused."""
-        if isinstance(data, (str, os.PathLike)):
-            path = Path(data).expanduser()
-            name = name or path.name
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                self._note(self.reference_message, f"Could not read {name}: {exc.strerror or exc}.", error=True)
-                return False
+        data, name = self._read_if_path(data, name, self.reference_message)
+        if data is None:
+            return False
         name = name or f"image {len(self.references) + 1}"
         problem = self._check_image_bytes(bytes(data), name)
         if problem is None and len(self.references) >= MAX_REFERENCE_IMAGES:
@@ -457,6 +452,19 @@ class Studio(widgets.VBox):
         self._note(self.reference_message, "")
         self._after_references_changed()
         return True
+
+    def _read_if_path(self, data: Any, name: str | None, message: Any) -> tuple[bytes | None, str | None]:
+        """A path is read (its file name becomes the name); bytes pass through. An unreadable
+        file is reported in ``message`` and gives None."""
+        if not isinstance(data, (str, os.PathLike)):
+            return data, name
+        path = Path(data).expanduser()
+        name = name or path.name
+        try:
+            return path.read_bytes(), name
+        except OSError as exc:
+            self._note(message, f"Could not read {name}: {exc.strerror or exc}.", error=True)
+            return None, name
 
     def remove_reference(self, index: int) -> None:
         del self.references[index]
@@ -471,14 +479,9 @@ class Studio(widgets.VBox):
             self._note(self.mask_message, "")
             self._refresh_mask()
             return True
-        if isinstance(data, (str, os.PathLike)):
-            path = Path(data).expanduser()
-            name = name or path.name
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                self._note(self.mask_message, f"Could not read {name}: {exc.strerror or exc}.", error=True)
-                return False
+        data, name = self._read_if_path(data, name, self.mask_message)
+        if data is None:
+            return False
         name = name or "mask"
         data = bytes(data)
         problem = self._check_upload_size(data, name)
