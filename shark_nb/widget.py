@@ -501,7 +501,8 @@ class Studio(widgets.VBox):
         if not data:
             return f"{name} is empty (0 bytes) — nothing was added. Pick the file again."
         if len(data) > MAX_UPLOAD_BYTES:
-            return (f"{name} is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB per image. "
+            return (f"{name} is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB "
+                    f"({MAX_UPLOAD_BYTES:,} bytes) per image. "
                     "Export a smaller version (e.g. a JPEG) and try again.")
         return None
 

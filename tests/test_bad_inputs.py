@@ -298,7 +298,7 @@ CASES: list[Case] = [
     S("upload-bomb-png", {"upload": ["bomb.png"]}, "bomb.png was not added", "40 megapixel limit"),
     S("upload-bomb-gif", {"upload": ["bomb.gif"]}, "bomb.gif was not added", "decompression bomb"),
     S("upload-empty-file", {"upload": ["empty.png"]}, "empty.png is empty (0 bytes)"),
-    S("upload-too-big", {"upload": [("big.png", BIG_UPLOAD)]}, "big.png is 20.0 MB", "the limit is 20 MB",
+    S("upload-too-big", {"upload": [("big.png", BIG_UPLOAD)]}, "big.png is 20,000,001 bytes", "the limit is 20 MB",
       short="upload big.png (20,000,001 bytes)"),
     S("reference-missing-path", {"references": ["no-such-file.png"]}, "Could not read no-such-file.png",
       "No such file"),
