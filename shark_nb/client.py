@@ -619,7 +619,12 @@ class AsyncShark:
         attempt = 0
         while True:
             try:
-                response, data = await self._fetch(url)
+                try:
+                    # A whole-download deadline too: httpx's timeouts are per read, so a store that
+                    # trickles a byte every few seconds would otherwise never time out.
+                    response, data = await asyncio.wait_for(self._fetch(url), config.DOWNLOAD_TIMEOUT)
+                except asyncio.TimeoutError:
+                    raise httpx.ReadTimeout(f"no complete image within {config.DOWNLOAD_TIMEOUT:g} s") from None
             except httpx.RequestError as exc:  # also DecodingError and TooManyRedirects (a redirect loop)
                 if retry.should_retry_exception(exc, idempotent=True, attempt=attempt, max_retries=self.max_retries):
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))

@@ -22,7 +22,7 @@ from .errors import ValidationError
 DEFAULT_BASE_URL = "https://shark.ai/api/v1"
 DEFAULT_TIMEOUT = 360.0            # seconds to wait for a sync answer (image generation is slow)
 CONNECT_TIMEOUT = 10.0
-DOWNLOAD_TIMEOUT = 120.0
+DOWNLOAD_TIMEOUT = 120.0           # seconds per image download attempt, in all (not per read)
 DEFAULT_MAX_RETRIES = 2            # for 429/502/503/504 and requests that never left
 BATCH_RATE_LIMIT_RETRIES = 10      # generate_many keeps backing off on 429 this many times
 INITIAL_RETRY_DELAY = 0.5          # seconds; doubles each attempt, with jitter

@@ -116,7 +116,9 @@ class Step:
       ``"cut"``         send the status line, headers (full Content-Length) and half the body,
                         then close (FIN): the client sees an incomplete body;
       ``"rst"``         read the request, then reset the connection (RST) without a byte;
-      ``"rst_mid"``     send headers and half the body, then reset (RST).
+      ``"rst_mid"``     send headers and half the body, then reset (RST);
+      ``"trickle"``     send the body a chunk every ``delay`` seconds (each read is quick, the
+                        whole transfer is not).
     ``charge``: credit this fake gateway bills for the request (under its X-Tracing-ID), or None.
     """
 
@@ -183,7 +185,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
         step = owner._next_step(seen)
         owner._note(seen, step)
-        if step.delay:
+        if step.delay and step.action != "trickle":
             time.sleep(step.delay)
         data, headers = step.payload()
         if step.action == "rst":
@@ -208,6 +210,16 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 pass
             return
         self.end_headers()
+        if step.action == "trickle":
+            chunk = max(1, len(data) // 20)
+            try:
+                for i in range(0, len(data), chunk):
+                    self.wfile.write(data[i:i + chunk])
+                    self.wfile.flush()
+                    time.sleep(step.delay)
+            except OSError:  # the client gave up: that is the point
+                self.close_connection = True
+            return
         if self.command != "HEAD" and data:
             self.wfile.write(data)
 

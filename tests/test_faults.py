@@ -425,6 +425,24 @@ def test_a_stalled_download(start_sim, make_client, ledger, monkeypatch, count):
     assert_usable(client)
 
 
+def test_a_trickling_download_hits_the_whole_download_deadline(scripted, make_client, ledger, monkeypatch):
+    # Every read is quick (a chunk each 0.1 s), so only a deadline on the whole transfer stops it.
+    monkeypatch.setattr(config, "DOWNLOAD_TIMEOUT", 0.5)
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(credit=272.0), charge=272.0))
+    srv.script("GET", "/files/*", *[Step(200, PNG, {"Content-Type": "image/png"}, delay=0.1, action="trickle")] * 3,
+               replace=True)
+    client = make_client(srv.base_url)
+    with pytest.raises(DownloadError, match="ReadTimeout.*charged"):
+        client.generate("slow store", **LOW)
+    assert len(srv.requests("GET", "/files/")) == 1 + config.DEFAULT_MAX_RETRIES
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    assert cmp.with_credit == 1
+    row("download trickling a chunk every 0.1 s (deadline 0.5 s)", "GET file",
+        "retried; DownloadError past the budget, credit kept", "DownloadError",
+        f"{len(srv.requests('GET', '/files/'))} downloads", cmp)
+
+
 # --------------------------------------------------------------------------- malformed answers
 
 def test_truncated_json_in_a_200_is_unknown(start_sim, make_client, ledger):
