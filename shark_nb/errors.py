@@ -232,6 +232,9 @@ _HINTS: dict[type[APIError], str] = {
 def _short_repr(value: Any, limit: int = 60) -> str:
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
+    size, mode = getattr(value, "size", None), getattr(value, "mode", None)
+    if isinstance(mode, str) and isinstance(size, tuple) and len(size) == 2:  # a PIL image
+        return f"<PIL image {size[0]}x{size[1]} {mode}>"
     text = repr(value)
     if len(text) > limit:
         text = text[: limit - 15] + "…" + text[-12:]

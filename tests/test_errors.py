@@ -87,3 +87,10 @@ def test_every_error_class_is_exported():
     for name in errors.__all__:
         if name[0].isupper():
             assert getattr(shark_nb, name) is getattr(errors, name)
+
+
+def test_a_pil_image_is_named_by_size_and_mode_not_by_its_repr():
+    from PIL import Image
+
+    err = errors.ValidationError("mask", Image.new("RGB", (1024, 768)), "a PNG with alpha")
+    assert str(err).startswith("mask=<PIL image 1024x768 RGB> is not valid") and "0x" not in str(err)
