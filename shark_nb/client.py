@@ -507,12 +507,17 @@ class AsyncShark:
                 if task.status in ("failed", "cancelled"):
                     return self._task_ended(task, body, call)
                 if self._clock() > deadline:
-                    await self._cancel_quietly(task)
+                    was = body.get("status", "running")
+                    if await self._cancel_quietly(task) == "cancelled":  # the gateway confirms: no charge
+                        self._record(self._entry(call, outcome="cancelled", task_id=task.id,
+                                                 error="deadline passed; the task was cancelled at the gateway"))
+                        raise APITimeoutError(f"task {task.id} was still {was!r} after the deadline, so it was "
+                                              "cancelled at the gateway (not charged)", tracing_id=call.tracing_id)
                     self._record(self._entry(call, outcome="pending", task_id=task.id, polling_url=task.polling_url,
                                              error="deadline passed while the task was still running"))
                     raise APITimeoutError(
-                        f"task {task.id} was still {body.get('status', 'running')!r} after the deadline; cancel was "
-                        "requested — it stays in the ledger as pending (client.reconcile() checks it later)",
+                        f"task {task.id} was still {was!r} after the deadline and the gateway refused to cancel "
+                        "it — it stays in the ledger as pending (client.reconcile() checks it later)",
                         tracing_id=call.tracing_id)
         except asyncio.CancelledError:
             status = await asyncio.shield(self._cancel_quietly(task))

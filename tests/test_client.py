@@ -395,14 +395,22 @@ async def test_cancel_refused_with_409_keeps_the_task_pending_in_the_ledger(ledg
     assert len(updated) == 1 and ledger.total_credits == 77 and ledger.unknown_cost_calls == 0
 
 
-async def test_task_past_its_deadline_is_a_timeout_and_stays_pending(ledger):
+async def test_task_past_its_deadline_is_cancelled_at_the_gateway(ledger):
     ft = FakeTime()
     gw = Gateway([task_answer(timeout=30)], polls=[{"id": "task_1", "status": "running"}] * 400)
-    with pytest.raises(APITimeoutError, match="deadline"):
+    with pytest.raises(APITimeoutError, match="cancelled at the gateway"):
         await make_client(gw, ledger, ft).generate("x", wait="task", task_timeout=30)
-    assert ledger.records[0]["outcome"] == "pending"
+    assert ledger.records[0]["outcome"] == "cancelled" and ledger.unknown_cost_calls == 0
     assert len(gw.cancels) == 1
     assert sum(ft.sleeps) <= 30 + 30 + 2.0 + 0.01
+
+
+async def test_task_past_its_deadline_that_refuses_to_cancel_stays_pending(ledger):
+    gw = Gateway([task_answer(timeout=30)], polls=[{"id": "task_1", "status": "running"}] * 400)
+    gw.cancel_status = 409
+    with pytest.raises(APITimeoutError, match="refused to cancel"):
+        await make_client(gw, ledger).generate("x", wait="task", task_timeout=30)
+    assert ledger.records[0]["outcome"] == "pending" and ledger.unknown_cost_calls == 1
 
 
 # --- budget, validation and secrets ------------------------------------------------------------
