@@ -815,6 +815,18 @@ class Shark:
     def close(self) -> None:
         _LoopThread.run(self._async.aclose())
 
+    def __del__(self) -> None:
+        # A client dropped without close() (common in notebooks): close its connections on the
+        # loop thread, without waiting, instead of leaving sockets open until exit.
+        aio = getattr(self, "_async", None)
+        loop = _LoopThread._loop
+        if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(aio.aclose(), loop)
+        except RuntimeError:  # the loop is shutting down with the interpreter
+            pass
+
     def __enter__(self) -> "Shark":
         return self
 

@@ -160,3 +160,25 @@ def test_sync_client_from_many_threads(server, ledger):
         t.join(60)
     assert len(out) == 4 and ledger.calls == 4
     assert ledger_charged_ids(ledger) == charged_tracing_ids(server.sim)
+
+
+def test_a_dropped_sync_client_closes_its_connections(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import gc, time, warnings
+        warnings.simplefilter("always", ResourceWarning)
+        from shark_nb import Ledger, Shark
+        from shark_nb.simulator import Simulator, serve_in_thread
+        with serve_in_thread(Simulator(latency=0.01)) as h:
+            c = Shark(api_key="sk-x", base_url=h.base_url, ledger=Ledger({str(tmp_path / 'l.jsonl')!r}))
+            c.generate("x", quality="low")
+            del c
+            gc.collect(); time.sleep(0.5); gc.collect()
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+    assert "ResourceWarning" not in run.stderr, run.stderr[-2000:]
