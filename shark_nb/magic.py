@@ -55,7 +55,6 @@ import keyword
 import os
 import re
 import string
-import threading
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,7 @@ from traitlets.config import Configurable
 from . import config, params, pricing
 from .display import PREVIEW_FORMATS, Gallery, fmt_credit
 from .errors import SharkError, ValidationError
+from .session import get_client, reset_client, set_client
 
 __all__ = ["SharkMagic", "SharkUsageError", "get_client", "set_client", "reset_client",
            "expand_prompt", "parse_budget", "load_ipython_extension", "unload_ipython_extension"]
@@ -88,48 +88,6 @@ class SharkUsageError(UsageError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"\x1b[0;31mUsageError: {self}\x1b[0m"]
-
-
-# --- the shared client -----------------------------------------------------------------------
-
-_client: Any = None
-_client_settings: Any = None
-_client_lock = threading.Lock()
-
-
-def get_client() -> "Any":
-    """The process-wide :class:`shark_nb.Shark` the magic (and the studio) use.
-
-    Created on first use from the environment (offline simulator when there is no key). If the
-    key or base URL changes later (``shark_nb.set_key()``, ``SHARK_API_KEY``), the next call gets
-    a new client on the *same* ledger, so the session total carries on.
-    """
-    global _client, _client_settings
-    with _client_lock:
-        if _client is not None and _client_settings is None:
-            return _client  # given with set_client(): used as it is
-        settings = config.resolve()
-        if _client is None or settings != _client_settings:
-            from .client import Shark
-
-            ledger = _client.ledger if _client is not None else None
-            _client = Shark(ledger=ledger) if ledger is not None else Shark()
-            _client_settings = settings
-        return _client
-
-
-def set_client(client: Any) -> None:
-    """Use this client (a :class:`shark_nb.Shark`) for the magic and the studio."""
-    global _client, _client_settings
-    with _client_lock:
-        _client, _client_settings = client, None
-
-
-def reset_client() -> None:
-    """Forget the shared client (the next use creates a new one)."""
-    global _client, _client_settings
-    with _client_lock:
-        _client = _client_settings = None
 
 
 # --- prompt expansion ------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import ipywidgets as widgets
 
 from . import pricing
 from .errors import SharkError, TaskCancelledError, ValidationError
+from .session import async_client
 from .params import (
     BACKGROUNDS,
     MAX_REFERENCE_IMAGES,
@@ -178,7 +179,7 @@ class Studio(widgets.VBox):
         if unknown:
             raise TypeError(f"studio() got unexpected settings {unknown}; known: {list(_DEFAULT_KEYS)}")
         _check_defaults(defaults)
-        resolved = _client_for_studio(client)
+        resolved = async_client(client)
         super().__init__()
         self.client = resolved
         self.results: list[Any] = []
@@ -981,40 +982,6 @@ def _close_all(ws: list) -> None:
             _close_parts(d)
         w.close()
         _close_parts(w)
-
-
-def _client_for_studio(client: Any) -> Any:
-    """The given client; else the %shark magic's shared client if it has one; else a new
-    AsyncShark (the offline simulator when no key is set). A sync ``Shark`` gets an AsyncShark
-    twin for this kernel's loop, with the same key, base URL, simulator and ledger."""
-    if client is None:
-        try:
-            from . import magic
-        except ImportError:
-            magic = None
-        get_client = getattr(magic, "get_client", None)
-        if get_client is not None:
-            client = get_client()
-    from .client import AsyncShark, Shark
-
-    if client is None:
-        return AsyncShark()
-    if isinstance(client, Shark):
-        return _async_twin(client.aio)
-    return client
-
-
-def _async_twin(inner: Any) -> Any:
-    """An AsyncShark like ``inner`` (the sync client's own, which lives on a private loop thread
-    whose connections cannot be used from the kernel's loop)."""
-    from .client import AsyncShark
-
-    if inner.offline and inner.simulator is not None:
-        return AsyncShark(simulator=inner.simulator, ledger=inner.ledger, poll_interval=inner.poll_interval,
-                          quiet=True)
-    return AsyncShark(api_key=inner._key, base_url=inner.base_url, ledger=inner.ledger, timeout=inner.timeout,
-                      max_retries=inner.max_retries, poll_interval=inner.poll_interval,
-                      transport=inner._transport, download_transport=inner._download_transport, quiet=True)
 
 
 def studio(client: Any = None, **defaults: Any) -> Studio:
