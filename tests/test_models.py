@@ -613,3 +613,21 @@ def test_validation_error_without_model_keeps_its_old_message():
     err = ValidationError("n", 5, "a whole number from 1 to 4", detail="too many")
     assert str(err) == "n=5 is not valid: too many; expected a whole number from 1 to 4"
     assert err.model is None and err.suggestion is None
+
+
+def test_shark_nb_models_is_both_the_package_and_the_function():
+    import shark_nb
+    import shark_nb.models  # binds shark_nb.models to the package
+
+    assert [m.id for m in shark_nb.models()] == [GPT, GEMINI, SEEDREAM, MJ, GROK]
+    assert shark_nb.models.model_spec("mj").id == MJ
+
+
+def test_importing_the_schemas_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, shark_nb.models as m; m.model_spec('gemini').body('x', {'seed': 1}); "
+            "print(sorted(k for k in ('httpx', 'PIL', 'ipywidgets', 'IPython') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
