@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field as dc_field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ValidationError
 
@@ -608,6 +608,3 @@ class ModelSpec:
     def __repr__(self) -> str:
         return f"<ModelSpec {self.id} ({self.name}): {', '.join(self.field_names)}>"
 
-
-def short_names(specs: Iterable[ModelSpec]) -> str:
-    return ", ".join(f"{s.id} ({s.name})" for s in specs)
