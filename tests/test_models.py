@@ -8,7 +8,7 @@ import math
 import pytest
 
 from shark_nb import ValidationError, pricing
-from shark_nb.models import (PRICE_BOOK, Estimate, Field, ModelSpec, PriceBook, find_model, model_spec,
+from shark_nb.schemas import (PRICE_BOOK, Estimate, Field, ModelSpec, PriceBook, find_model, model_spec,
                              models)
 from shark_nb.params import build_request
 
@@ -615,19 +615,20 @@ def test_validation_error_without_model_keeps_its_old_message():
     assert err.model is None and err.suggestion is None
 
 
-def test_shark_nb_models_is_both_the_package_and_the_function():
+def test_shark_nb_exports_models_and_model_spec_at_top_level():
     import shark_nb
-    import shark_nb.models  # binds shark_nb.models to the package
+    import shark_nb.schemas  # importing the package must not shadow the functions
 
     assert [m.id for m in shark_nb.models()] == [GPT, GEMINI, SEEDREAM, MJ, GROK]
-    assert shark_nb.models.model_spec("mj").id == MJ
+    assert shark_nb.model_spec("mj").id == MJ
+    assert shark_nb.ModelSpec is ModelSpec and shark_nb.Field is Field
 
 
 def test_importing_the_schemas_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, shark_nb.models as m; m.model_spec('gemini').body('x', {'seed': 1}); "
+    code = ("import sys, shark_nb.schemas as m; m.model_spec('gemini').body('x', {'seed': 1}); "
             "print(sorted(k for k in ('httpx', 'PIL', 'ipywidgets', 'IPython') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -543,7 +543,7 @@ class ModelSpec:
                  book: Any = None) -> Estimate:
         """The estimated cost of a call: from the token table where the model has one, else
         learned from this session's charged calls with the same price-shaping settings (see
-        :mod:`shark_nb.models.learned`), else unknown (``Estimate(None, "unknown")``)."""
+        :mod:`shark_nb.schemas.learned`), else unknown (``Estimate(None, "unknown")``)."""
         if self.token_estimate is not None:
             return Estimate(self.token_estimate(prompt, self.effective(fields), reference_images), "token table")
         from .learned import PRICE_BOOK

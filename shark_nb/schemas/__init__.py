@@ -2,7 +2,7 @@
 
 ::
 
-    from shark_nb.models import models, model_spec
+    from shark_nb.schemas import models, model_spec
     spec = model_spec("seedream")          # full id or alias, any case
     spec.validate({"size": "1024*1024"})   # -> {"size": "1024*1024"}; a bad value or a field the
                                            #    model lacks -> ValidationError with a did-you-mean
@@ -28,9 +28,7 @@ table); the others are estimated from prices learned this session (:mod:`.learne
 from __future__ import annotations
 
 import difflib
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import Any
 
 from ..errors import ValidationError
@@ -105,16 +103,3 @@ def model_ids() -> list[str]:
 __all__ = ["Field", "ModelSpec", "Estimate", "UNKNOWN_ESTIMATE", "PriceBook", "PRICE_BOOK", "models",
            "model_spec", "find_model", "model_ids", "DEFAULT_MODEL", "ANSWER_SHAPES",
            "TASK_TIMEOUT_MIN", "TASK_TIMEOUT_MAX", "TASK_TIMEOUT_DEFAULT"]
-
-
-class _CallableModule(ModuleType):
-    """``shark_nb.models`` is this package *and* the function ``shark_nb.models()``: importing
-    the subpackage binds the name ``models`` on ``shark_nb`` to the module, so a plain function
-    of that name in ``shark_nb/__init__.py`` would be overwritten by the first import of
-    ``shark_nb.models.<anything>``. Calling the module calls :func:`models`."""
-
-    def __call__(self) -> list[ModelSpec]:
-        return models()
-
-
-sys.modules[__name__].__class__ = _CallableModule
