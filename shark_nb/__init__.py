@@ -48,12 +48,16 @@ _LAZY = {
     "Usage": "results",
     "ImageRequest": "params",
     "studio": "widget",
+    "models": "schemas",
+    "model_spec": "schemas",
+    "ModelSpec": "schemas",
+    "Field": "schemas",
     "Studio": "widget",
 }
 
 __all__ = [
     "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "Usage", "ImageRequest",
-    "studio", "Studio", "set_key", "clear_key", "load_ipython_extension",
+    "studio", "Studio", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
     "SharkError", "ValidationError", "BudgetExceededError", "APIError", "InvalidRequestError",
     "ContentModerationError", "InputTooLargeError", "AuthenticationError", "InsufficientCreditsError",
     "ModelNotFoundError", "ConflictError", "RateLimitError", "ProviderError", "GatewayTimeoutError",

@@ -95,12 +95,19 @@ class ValidationError(SharkError, ValueError):
 
     type = "validation_error"
 
-    def __init__(self, field: str, value: Any, allowed: str, *, detail: str | None = None) -> None:
+    def __init__(self, field: str, value: Any, allowed: str, *, detail: str | None = None,
+                 model: str | None = None, suggestion: str | None = None) -> None:
         self.field = field
         self.value = value
         self.allowed = allowed
+        #: The model whose schema refused the value (None: not model-specific).
+        self.model = model
+        #: The closest valid name or value (a did-you-mean), or None.
+        self.suggestion = suggestion
         shown = _short_repr(value)
-        message = f"{field}={shown} is not valid: {detail + '; ' if detail else ''}expected {allowed}"
+        where = f" for {model}" if model else ""
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        message = f"{field}={shown} is not valid{where}: {detail + '; ' if detail else ''}expected {allowed}{hint}"
         super().__init__(message)
 
 
