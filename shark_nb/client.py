@@ -35,9 +35,12 @@ from .errors import (
     error_from_response,
 )
 from .ledger import Ledger, default_ledger
-from .params import MODEL, ImageRequest, build_request
+from .schemas import PRICE_BOOK, model_spec
+from .request import ImageRequest, build_request
+from .schemas import DEFAULT_MODEL as MODEL
 
 if TYPE_CHECKING:
+    from .compare import ComparisonGrid
     from .results import GenerationResult
 
 __all__ = ["AsyncShark", "Shark", "Task"]
@@ -85,7 +88,7 @@ class _Call:
     tracing_id: str
     call_id: str
     started: float
-    estimate: float
+    estimate: float | None
 
 
 class AsyncShark:
@@ -204,38 +207,40 @@ class AsyncShark:
         """Validate a request without sending it (what ``--dry-run`` shows)."""
         return build_request(prompt, **params)
 
-    def estimate(self, prompt: str = "", **params: Any) -> float:
-        """Estimated credit for these settings (an estimate; the ledger records real charges)."""
-        return pricing.estimate_credit(
-            prompt=prompt, n=params.get("n", 1), size=params.get("size", "auto"),
-            quality=params.get("quality", "auto"),
-            reference_images=len(params.get("image") or ()) if isinstance(params.get("image"), (list, tuple)) else int(params.get("image") is not None),
-        )
+    def estimate(self, prompt: str = "", *, model: Any = MODEL, image: Any = None, **fields: Any) -> float | None:
+        """Estimated credit for these settings, or None when it is unknown (never 0 for unknown):
+        gpt-image-2 from its token table; the other models from prices seen this session for the
+        same model and price-shaping settings. Only an estimate; the ledger records real charges.
+        ``image`` is counted, not read. Bad settings raise ValidationError as ``generate`` would."""
+        spec = model_spec(model)
+        fields.pop("mask", None)
+        for name in ("wait", "task_timeout", "on_task"):
+            fields.pop(name, None)
+        refs = len(image) if isinstance(image, (list, tuple)) else int(image is not None)
+        return spec.estimate(str(prompt or ""), spec.validate(fields), refs).credit
 
     async def generate(
         self,
         prompt: Any,
         *,
-        n: int = 1,
-        size: str = "auto",
-        quality: str = "auto",
-        background: str = "auto",
-        output_format: str = "png",
+        model: Any = MODEL,
         image: Any = None,
         mask: Any = None,
-        model: str = MODEL,
         wait: str = "sync",
         task_timeout: int = 300,
         on_task: Callable[[Task], Any] | None = None,
+        **fields: Any,
     ) -> "GenerationResult":
         """Generate (or edit, with ``image=``/``mask=``) and download the images.
 
-        ``wait="task"`` submits an async task and polls it; ``on_task(task)`` is called once the
-        gateway has accepted it (the studio uses it to enable Cancel). Cancelling the awaiting
-        coroutine cancels the task at the gateway.
+        ``model``: a gateway id or alias (``gpt-image-2``, ``gemini``, ``seedream``,
+        ``midjourney``, ``grok-edit``); ``fields``: that model's own settings (below). A field the
+        model lacks is a ValidationError, never dropped. ``wait="task"`` submits an async task
+        and polls it; ``on_task(task)`` is called once the gateway has accepted it (the studio
+        uses it to enable Cancel). Cancelling the awaiting coroutine cancels the task at the
+        gateway.
         """
-        kwargs = dict(n=n, size=size, quality=quality, background=background, output_format=output_format,
-                      image=image, mask=mask, model=model, wait=wait, task_timeout=task_timeout)
+        kwargs = dict(model=model, image=image, mask=mask, wait=wait, task_timeout=task_timeout, **fields)
         if image is not None or mask is not None:
             request = await asyncio.to_thread(build_request, prompt, **kwargs)
         else:
@@ -246,7 +251,9 @@ class AsyncShark:
                    rate_limit_retries: int | None = None) -> "GenerationResult":
         """Send an already validated request (from :meth:`build`)."""
         estimate = request.estimate_credit()
-        self.ledger.check_budget(estimate)
+        # An unknown estimate (a model with no price table and none learned yet) is checked as
+        # "is anything left"; the gateway's own guard (X-App-User-Credits) judges its real cost.
+        self.ledger.check_budget(estimate if estimate is not None else 0.0)
         call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
                      started=time.monotonic(), estimate=estimate)
         # Write-ahead: the call is on disk before a byte leaves (outcome "sending", counted at its
@@ -283,6 +290,34 @@ class AsyncShark:
                 requests.append(build_request(p, **params))
             except ValidationError as exc:
                 requests.append(exc)
+        return await self._send_batch(requests, concurrency)
+
+    async def compare(
+        self,
+        prompt: Any,
+        *,
+        models: Any = None,
+        model: Any = None,
+        vary: Any = None,
+        concurrency: int = config.DEFAULT_CONCURRENCY,
+        **common: Any,
+    ) -> "ComparisonGrid":
+        """One prompt across models (``models=["gpt-image-2", "gemini"]`` or ``{model: its own
+        fields}``) or across values of one model's settings (``model=..., vary={"quality": ["low",
+        "high"]}``), sent as one batch. Every cell is validated and the whole grid's estimate is
+        checked against the budget before anything is sent; failures stay in their cells.
+        ``common``: fields for every cell (each cell's model must have them)."""
+        from .compare import ComparisonGrid, plan_comparison
+
+        concurrency = _int_range("concurrency", concurrency, 1, 64)
+        plan = plan_comparison(prompt, models=models, model=model, vary=vary, **common)
+        self.ledger.check_budget(plan.known_estimate)
+        results = await self._send_batch(list(plan.requests), concurrency)
+        return ComparisonGrid(plan, results)
+
+    async def _send_batch(self, requests: list[ImageRequest | SharkError],
+                          concurrency: int) -> list["GenerationResult | Exception"]:
+        """Send validated requests with bounded concurrency; results (or errors) in order."""
         sem = asyncio.Semaphore(concurrency)
 
         async def one(req: ImageRequest | SharkError) -> "GenerationResult | Exception":
@@ -442,7 +477,7 @@ class AsyncShark:
         try:
             response = await self._request("POST", url, tracing_id=call.tracing_id, json_body=call.request.body(),
                                             idempotent=False, rate_limit_retries=rate_limit_retries,
-                                            reserved=call.estimate)
+                                            reserved=call.estimate or 0.0)
         except APIError as exc:
             self._record(self._entry(call, outcome=exc.type or "error", status=exc.status, error=exc.message))
             raise
@@ -563,6 +598,7 @@ class AsyncShark:
             raise APIConnectionError("the gateway answered but sent no images; any charge is in the ledger",
                                      status=answer.get("_status"), tracing_id=call.tracing_id)
         self._record(self._entry(call, outcome="ok", **base))
+        PRICE_BOOK.record(call.request.model, call.request.settings, credit, len(items))
         try:
             datas = await self._download_all(items, call.tracing_id)
         except DownloadError as exc:
@@ -793,11 +829,13 @@ class Shark:
     def build(self, prompt: Any, **params: Any) -> ImageRequest:
         return self._async.build(prompt, **params)
 
-    def estimate(self, prompt: str = "", **params: Any) -> float:
+    def estimate(self, prompt: str = "", **params: Any) -> float | None:
         return self._async.estimate(prompt, **params)
 
     def generate(self, prompt: Any, **params: Any) -> "GenerationResult":
         return _LoopThread.run(self._async.generate(prompt, **params))
+
+    estimate.__doc__ = AsyncShark.estimate.__doc__
 
     def send(self, request: ImageRequest) -> "GenerationResult":
         return _LoopThread.run(self._async.send(request))
@@ -805,6 +843,11 @@ class Shark:
     def generate_many(self, prompts: Sequence[Any], *, concurrency: int = config.DEFAULT_CONCURRENCY,
                       **params: Any) -> list["GenerationResult | SharkError"]:
         return _LoopThread.run(self._async.generate_many(prompts, concurrency=concurrency, **params))
+
+    def compare(self, prompt: Any, **kwargs: Any) -> "ComparisonGrid":
+        return _LoopThread.run(self._async.compare(prompt, **kwargs))
+
+    compare.__doc__ = AsyncShark.compare.__doc__
 
     def cancel(self, task: Task | str) -> str:
         return _LoopThread.run(self._async.cancel(task))
@@ -832,3 +875,15 @@ class Shark:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _every_models_fields() -> str:
+    from .schemas import models
+
+    return "\n\n".join(spec.describe() for spec in models())
+
+
+# help(client.generate) lists every model's fields, from the schemas (the one source).
+AsyncShark.generate.__doc__ = (AsyncShark.generate.__doc__ or "") + "\n        Every model's fields:\n\n" + \
+    "\n".join("        " + line for line in _every_models_fields().splitlines()) + "\n"
+Shark.generate.__doc__ = AsyncShark.generate.__doc__

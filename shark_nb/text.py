@@ -24,7 +24,7 @@ from typing import Any
 CREDITS_PER_USD = 10_000
 UNKNOWN = "unknown"
 
-__all__ = ["UNKNOWN", "number", "credit", "usd", "usd_of_credit", "money", "count", "bytes_",
+__all__ = ["UNKNOWN", "shorten", "number", "credit", "usd", "usd_of_credit", "money", "count", "bytes_",
            "duration"]
 
 
@@ -117,3 +117,9 @@ def duration(seconds: Any) -> str:
         return f"{m} min {s:02d} s"
     h, rest = divmod(total, 3600)
     return f"{h} h {rest // 60:02d} min"
+
+
+def shorten(value: Any, limit: int) -> str:
+    """Whitespace collapsed to single spaces, cut to ``limit`` characters with an ellipsis."""
+    s = " ".join(str(value).split())
+    return s if len(s) <= limit else s[: max(0, limit - 1)] + "…"

@@ -10,3 +10,13 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.delenv("SHARK_OFFLINE", raising=False)
     monkeypatch.setenv("SHARK_SIM_LATENCY", "0.01")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_price_book():
+    """Prices learned from one test's calls must not become another test's estimates."""
+    from shark_nb.schemas import PRICE_BOOK
+
+    PRICE_BOOK.clear()
+    yield
+    PRICE_BOOK.clear()

@@ -38,7 +38,7 @@ SPEC = ModelSpec(
               role="image", label="Reference images"),
     ),
     equivalents={"size": ("aspect_ratio", "image_size"), "quality": ("image_size",),
-                 "output_format": ("response_format",), "sref": ("image",)},
+                 "sref": ("image",)},
     price_fields=("image_size",),
     sim_credit=_sim_credit,
     sim_price_note="per image by image_size: 1K 390, 2K 650, 4K 1,300 credit",
