@@ -262,7 +262,7 @@ class AsyncShark:
             task = self._task_from(answer, call)
             if on_task is not None:
                 on_task(task)
-            answer = await self._await_task(task, call)
+            answer = clean_text(await self._await_task(task, call))
         return await self._finish(answer, call)
 
     async def generate_many(
@@ -710,6 +710,8 @@ def _credit_report(answer: dict) -> dict:
     """For the ledger: the raw credit and why it is not counted, when it is not (else {})."""
     raw = answer.get("credit")
     note = credit_rule(raw)[1]
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raw = str(raw)  # NaN / Infinity: kept as the text JSON can hold
     return {"credit_reported": raw, "credit_note": note} if note else {}
 
 
@@ -792,17 +794,24 @@ class _LoopThread:
 
     @classmethod
     def run(cls, coro: Awaitable[T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, cls.loop())  # type: ignore[arg-type]
+        ended = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())
         try:
             return future.result()
         except KeyboardInterrupt:
             # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
-            # and records the call) and give it a moment to do so.
+            # and records the call) and give it a moment to do so. (A cancelled future's result()
+            # returns at once, before the coroutine has run its except/finally blocks: wait for
+            # the coroutine itself.)
             future.cancel()
-            try:
-                future.result(timeout=10)
-            except BaseException:
-                pass
+            ended.wait(10)
             raise
 
 
