@@ -324,7 +324,12 @@ class AsyncShark:
         return status if status == "cancelled" else "refused"
 
     async def reconcile(self) -> list[dict]:
-        """Poll the tasks the ledger still lists as pending and record how they ended."""
+        """Poll the tasks the ledger still lists as pending and record how they ended.
+
+        A sync call interrupted while its POST was at the gateway stays ``"unknown"`` (held at its
+        estimate): the gateway has no way to look it up, so ask the provider with its tracing id
+        and book the answer with ``client.ledger.settle(call_id_or_tracing_id, credit)``
+        (``client.ledger.unsettled`` lists them)."""
         updated = []
         for rec in self.ledger.records:
             if rec.get("outcome") != "pending" or not rec.get("polling_url"):

@@ -14,7 +14,13 @@ Users pay for every call, so the ledger is built so that no charged call is ever
   and the budget still see it), a :class:`LedgerWarning` is issued, and the write is retried
   with the next record (:attr:`Ledger.unsaved` counts what is waiting).
 * **Reading is forgiving.** :meth:`Ledger.load` skips a torn last line (and any other line that
-  is not a JSON object) with a warning, never an exception, and keeps every other line.
+  is not a JSON object, nests past json's recursion limit or is over 4 MB) with a warning, never
+  an exception, counts them in :attr:`Ledger.skipped`, and keeps every other line. Bytes that are
+  not UTF-8 cost only those characters (U+FFFD). A field of an odd type (``"outcome": ["ok"]``,
+  ``"credit": "abc"``, ``"params": 5``) is coerced or ignored by every reader; a damaged outcome
+  counts as "may have been charged".
+* **Any text can be written.** Lone surrogates (``'\\udcff'``) in any key or value, nested or
+  not, are stored as U+FFFD (:func:`clean_text`) instead of failing the write.
 
 Record schema (one JSON object a line; the client writes these)::
 
@@ -28,13 +34,18 @@ Record schema (one JSON object a line; the client writes these)::
      "inputs": [{"role": "image"|"mask", "bytes", "sha256", "width", "height", "format"}
                 | {"role": "image"|"mask", "url"}],
      "task_id": str | null,       # async task id (wait="task")
-     "outcome": "ok" | "sending" | "pending" | "unknown" | "<error type>" | "cancelled",
+     "outcome": "ok" | "sending" | "pending" | "unknown" | "<error type>" | "cancelled"
+                | "not_sent" | "settled",
                                   # "sending": written before the request leaves (write-ahead);
-                                  # a session that stopped mid-call keeps it, at its estimate
+                                  # a session that stopped mid-call keeps it, at its estimate.
+                                  # "not_sent": interrupted while waiting to (re)try: nothing charged.
+                                  # "settled": booked by the user with Ledger.settle()
      "status": int | null,        # HTTP status of the final answer
      "images": int,               # images delivered
      "usage": {"input_tokens", "output_tokens", "total_tokens"} | null,
      "credit": float | null,      # as reported by the gateway; null = UNKNOWN, never 0
+     "credit_reported": any,      # only when the gateway's credit is not counted as it stands
+     "credit_note": str,          #   (negative, not a number, absurd): the raw value and why
      "usd": float | null,         # credit / 10,000
      "estimate_credit": float,    # the pre-call estimate (pricing.estimate_credit)
      "latency_s": float,
@@ -55,8 +66,15 @@ Money:
   :attr:`~Ledger.committed_credits`, the conservative figure the budget is checked against.
   A client that stops waiting on a task whose cancel was refused should write ``"unknown"``
   (with the ``task_id``), not ``"cancelled"``.
-* Outcomes ``budget_exceeded`` and ``validation_error`` are client-side refusals: nothing was sent,
-  and they are not counted in :attr:`~Ledger.calls`.
+* Outcomes ``budget_exceeded``, ``validation_error`` and ``not_sent`` mean nothing was sent (or
+  nothing was done: a call interrupted while it waited out a 429): not counted in :attr:`~Ledger.calls`.
+* A reported credit counts only if it is a number from 0 to :data:`MAX_CREDIT_PER_CALL`
+  (:func:`credit_rule`). A negative, non-finite or non-numeric one is unknown (counted at the
+  estimate); one above the ceiling is counted at the ceiling. So a strange report never
+  loosens the budget. A negative ``estimate_credit`` counts as 0.
+* :meth:`Ledger.reserve` checks the budget and writes the write-ahead line in one step under the
+  ledger's lock: threads and event loops sharing a ledger cannot together overspend it.
+  :meth:`Ledger.settle` books the real cost of a call of unknown cost (:attr:`Ledger.unsettled`).
 """
 
 from __future__ import annotations

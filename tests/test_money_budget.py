@@ -363,6 +363,24 @@ def test_old_records_with_a_negative_or_absurd_credit_do_not_loosen_the_budget(t
 
 # ----------------------------------------------------- 4. interrupted calls, and settling them
 
+class FastClock:
+    """A fake clock that jumps forward by each wait: retries run at once."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def clock(self):
+        return self.now
+
+    async def sleep(self, seconds):
+        self.now += seconds
+        await asyncio.sleep(0)
+
+    def install(self, client: AsyncShark) -> AsyncShark:
+        client._sleep, client._clock = self.sleep, self.clock
+        return client
+
+
 class Blocker:
     """A fake clock whose sleeps never end: the call parks in its wait until cancelled."""
 
@@ -454,8 +472,7 @@ async def test_a_call_cancelled_after_a_429_then_during_the_retried_post_is_unkn
             arrived.set()
             await asyncio.Event().wait()
 
-    client = aclient(ledger, handler)
-    client._sleep = lambda s: asyncio.sleep(0)
+    client = FastClock().install(aclient(ledger, handler))
     job = asyncio.ensure_future(client.generate("a fox"))
     await asyncio.wait_for(arrived.wait(), 5)
     job.cancel()
@@ -516,8 +533,8 @@ def test_ctrl_c_on_the_sync_client(ledger, where, outcome):
 
 async def test_a_429_that_runs_out_of_retries_is_still_a_rate_limit_error(ledger):
     """Not an interruption: the typed error and its usual ledger line are unchanged."""
-    client = aclient(ledger, lambda r: httpx.Response(429, json={"error": {"message": "x", "type": "rate_limit_error"}}))
-    client._sleep = lambda s: asyncio.sleep(0)
+    client = FastClock().install(
+        aclient(ledger, lambda r: httpx.Response(429, json={"error": {"message": "x", "type": "rate_limit_error"}})))
     with pytest.raises(RateLimitError):
         await client.generate("a fox")
     await client.aclose()
