@@ -108,8 +108,10 @@ def _race(ledger: Ledger, gateway: Counter, kinds: list[str]) -> list:
             if kind == "sync":  # Shark: the call runs on the process's private loop thread
                 client = sclient(ledger, gateway)
                 barrier.wait()
-                outcomes[i] = client.generate("a fox", quality="low", size="1024x1024")
-                client.close()
+                try:
+                    outcomes[i] = client.generate("a fox", quality="low", size="1024x1024")
+                finally:
+                    client.close()
             else:  # AsyncShark on this thread's own event loop
                 async def go():
                     async with aclient(ledger, gateway) as client:
@@ -156,10 +158,9 @@ def test_sync_and_async_generate_many_together_never_pass_the_budget(tmp_path, t
         prompts = [f"a fox {i}" for i in range(4)]
 
         def sync_batch():
-            client = sclient(ledger, gateway)
-            barrier.wait()
-            results["sync"] = client.generate_many(prompts, concurrency=4, quality="low", size="1024x1024")
-            client.close()
+            with sclient(ledger, gateway) as client:
+                barrier.wait()
+                results["sync"] = client.generate_many(prompts, concurrency=4, quality="low", size="1024x1024")
 
         def async_batch(name):
             async def go():
