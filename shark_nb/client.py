@@ -34,7 +34,7 @@ from .errors import (
     ValidationError,
     error_from_response,
 )
-from .ledger import Ledger, default_ledger
+from .ledger import Ledger, clean_text, credit_rule, default_ledger
 from .params import MODEL, ImageRequest, build_request
 
 if TYPE_CHECKING:
@@ -86,6 +86,9 @@ class _Call:
     call_id: str
     started: float
     estimate: float
+    #: True while a POST of this call may be at the gateway with no answer yet: an interruption
+    #: then leaves the call "unknown"; at any other moment (waiting out a 429 or a back-off) "not_sent".
+    in_flight: bool = False
 
 
 class AsyncShark:
@@ -246,20 +249,20 @@ class AsyncShark:
                    rate_limit_retries: int | None = None) -> "GenerationResult":
         """Send an already validated request (from :meth:`build`)."""
         estimate = request.estimate_credit()
-        self.ledger.check_budget(estimate)
         call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
                      started=time.monotonic(), estimate=estimate)
         # Write-ahead: the call is on disk before a byte leaves (outcome "sending", counted at its
-        # estimate against the budget), so a crash mid-call leaves a record, and concurrent calls
-        # cannot together overspend the budget. Every path below replaces it with the outcome.
-        self._record(self._entry(call, outcome="sending"))
+        # estimate against the budget), so a crash mid-call leaves a record. The budget check and
+        # this line are one step under the ledger's lock, so calls on other event loops or threads
+        # sharing the ledger cannot together overspend it. Every path below replaces it.
+        self.ledger.reserve(self._entry(call, outcome="sending"), estimate)
         answer = await self._post_generation(call, rate_limit_retries)
         if request.is_task and (answer.get("id") or not _image_items(answer)):
             # (a gateway that answers a task request at once with images is taken as sync)
             task = self._task_from(answer, call)
             if on_task is not None:
                 on_task(task)
-            answer = await self._await_task(task, call)
+            answer = clean_text(await self._await_task(task, call))
         return await self._finish(answer, call)
 
     async def generate_many(
@@ -321,7 +324,12 @@ class AsyncShark:
         return status if status == "cancelled" else "refused"
 
     async def reconcile(self) -> list[dict]:
-        """Poll the tasks the ledger still lists as pending and record how they ended."""
+        """Poll the tasks the ledger still lists as pending and record how they ended.
+
+        A sync call interrupted while its POST was at the gateway stays ``"unknown"`` (held at its
+        estimate): the gateway has no way to look it up, so ask the provider with its tracing id
+        and book the answer with ``client.ledger.settle(call_id_or_tracing_id, credit)``
+        (``client.ledger.unsettled`` lists them)."""
         updated = []
         for rec in self.ledger.records:
             if rec.get("outcome") != "pending" or not rec.get("polling_url"):
@@ -336,8 +344,9 @@ class AsyncShark:
             status = _normalise_status(body.get("status"))
             if status == "running":
                 continue
+            body = clean_text(body)
             entry = dict(rec, outcome="ok" if status == "completed" else status,
-                         credit=_credit(body), usage=body.get("usage"))
+                         credit=_credit(body), usage=body.get("usage"), **_credit_report(body))
             entry["usd"] = pricing.credits_to_usd(entry["credit"])
             updated.append(self.ledger.record(entry))
         return updated
@@ -353,6 +362,7 @@ class AsyncShark:
         idempotent: bool,
         rate_limit_retries: int | None = None,
         reserved: float | None = None,
+        flight: _Call | None = None,
     ) -> httpx.Response:
         """One logical API request with the retry policy; raises the mapped error."""
         if not self._is_api_url(url):
@@ -367,16 +377,22 @@ class AsyncShark:
             headers = self._headers(tracing_id, reserved=reserved)
             if content is not None:
                 headers["Content-Type"] = "application/json"
+            if flight is not None:
+                flight.in_flight = True  # from here until an answer, the bytes may be at the gateway
             try:
                 response = await client.request(method, url, content=content, headers=headers)
                 body = await response.aread()
             except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
+                if flight is not None:
+                    flight.in_flight = retry.may_have_been_charged(exc)  # those are never retried
                 if retry.should_retry_exception(exc, idempotent=idempotent, attempt=attempt,
                                                 max_retries=self.max_retries):
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                     attempt += 1
                     continue
                 raise self._transport_error(exc, tracing_id, paid=not idempotent) from None
+            if flight is not None and response.status_code >= 300:
+                flight.in_flight = False  # answered with an error: nothing was done (see retry.py)
             if 300 <= response.status_code < 400:
                 raise APIConnectionError(
                     f"the API answered with a redirect (HTTP {response.status_code}) to "
@@ -396,8 +412,8 @@ class AsyncShark:
                     await self._sleep(delay)
                 attempt += 1
                 continue
-            raise error_from_response(response.status_code, body, tracing_id=tracing_id,
-                                      retry_after=retry_after, secrets=self._secrets())
+            raise _clean_error(error_from_response(response.status_code, body, tracing_id=tracing_id,
+                                                   retry_after=retry_after, secrets=self._secrets()))
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._key.reveal(),) if self._key is not None else ()
@@ -442,7 +458,7 @@ class AsyncShark:
         try:
             response = await self._request("POST", url, tracing_id=call.tracing_id, json_body=call.request.body(),
                                             idempotent=False, rate_limit_retries=rate_limit_retries,
-                                            reserved=call.estimate)
+                                            reserved=call.estimate, flight=call)
         except APIError as exc:
             self._record(self._entry(call, outcome=exc.type or "error", status=exc.status, error=exc.message))
             raise
@@ -451,14 +467,19 @@ class AsyncShark:
             # the estimate counts against the budget until reconciled; otherwise it never left.
             self._record(self._entry(call, outcome="unknown" if exc.may_be_charged else exc.type, error=exc.message))
             raise
-        except BaseException:  # cancelled (Ctrl-C, Cancel, a batch torn down) or a bug: be conservative
-            self._record(self._entry(call, outcome="unknown", error="interrupted before the gateway answered"))
+        except BaseException:  # cancelled (Ctrl-C, Cancel, a batch torn down) or a bug
+            if call.in_flight:  # the POST may be at the gateway: unknown, held at the estimate
+                self._record(self._entry(call, outcome="unknown", error="interrupted before the gateway answered; "
+                                         "it may have been charged (ledger.settle() books the real cost)"))
+            else:  # waiting out a 429 or a back-off: every attempt so far was answered "not done"
+                self._record(self._entry(call, outcome="not_sent", error="interrupted before the request was sent "
+                                         "(while waiting to retry); nothing was charged"))
             raise
         try:
-            answer = response.json()
+            answer = clean_text(response.json())  # the gateway's text may hold lone surrogates
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             self._record(self._entry(call, outcome="unknown", status=response.status_code,
                                      error="unreadable answer (not JSON)"))
             raise APIConnectionError(
@@ -556,7 +577,8 @@ class AsyncShark:
         credit = _credit(answer)
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
         task_id = answer.get("id") if call.request.is_task else None
-        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage, images=len(items))
+        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage, images=len(items),
+                    **_credit_report(answer))
         # The charge is on disk before anything else can fail.
         if not items:
             self._record(self._entry(call, outcome="ok", error="the answer held no images", **base))
@@ -685,7 +707,28 @@ def _image_items(answer: dict) -> list[dict]:
 
 
 def _credit(answer: dict) -> float | None:
-    return _finite(answer.get("credit"))
+    """The credit to count: a plausible number, else None (unknown); see ``ledger.credit_rule``."""
+    return credit_rule(answer.get("credit"))[0]
+
+
+def _credit_report(answer: dict) -> dict:
+    """For the ledger: the raw credit and why it is not counted, when it is not (else {})."""
+    raw = answer.get("credit")
+    note = credit_rule(raw)[1]
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raw = str(raw)  # NaN / Infinity: kept as the text JSON can hold
+    return {"credit_reported": raw, "credit_note": note} if note else {}
+
+
+def _clean_error(exc: SharkError) -> SharkError:
+    """The error with lone surrogates in its text replaced (the gateway's message may hold
+    them): it can then be printed, logged and written to the ledger."""
+    for name in ("message", "type", "code"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            setattr(exc, name, clean_text(value))
+    exc.args = tuple(clean_text(a) for a in exc.args)
+    return exc
 
 
 def _finite(value: Any) -> float | None:
@@ -756,17 +799,24 @@ class _LoopThread:
 
     @classmethod
     def run(cls, coro: Awaitable[T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, cls.loop())  # type: ignore[arg-type]
+        ended = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())
         try:
             return future.result()
         except KeyboardInterrupt:
             # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
-            # and records the call) and give it a moment to do so.
+            # and records the call) and give it a moment to do so. (A cancelled future's result()
+            # returns at once, before the coroutine has run its except/finally blocks: wait for
+            # the coroutine itself.)
             future.cancel()
-            try:
-                future.result(timeout=10)
-            except BaseException:
-                pass
+            ended.wait(10)
             raise
 
 

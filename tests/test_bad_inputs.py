@@ -61,6 +61,9 @@ FAKE_KEY = "sk-test-0d1e2f3a4b5c"
 LONG_PROMPT = "a fox " + "x" * 99_994          # 100,000 characters (the limit is 32,000)
 CONTROL_PROMPT = "a fox \x1b[31min red\x1b[0m"    # an ANSI escape sequence pasted from a terminal
 NUL_PROMPT = "a fox\x00 in the snow"
+#: A file name with a byte that is not UTF-8, as os.listdir() returns it (surrogateescape).
+SURROGATE_NAME_PROMPT = "photo of r\udcffsum.png"
+CUT_EMOJI_PROMPT = "a fox \ud83e"                # an emoji cut in half: its high surrogate alone
 UNICODE_PROMPT = "一只狐狸在雪中 🦊 — ñandú, Ærø, «quotes», naïve café"
 BIG_UPLOAD = 20_000_001                      # one byte over the studio's per-file upload limit
 INPUT_HINT = ("a PNG, JPEG, WebP or GIF image",)   # the allowed inputs, named in every image message
@@ -144,6 +147,12 @@ CASES: list[Case] = [
     C("prompt-control-nul", gen(prompt=NUL_PROMPT), "prompt=", "control characters 0x0", "printable text"),
     C("prompt-none", gen(prompt=None), "prompt=None", "a text string"),
     C("prompt-unicode-ok", gen(prompt=UNICODE_PROMPT, quality="low", size="1024x1024")),
+    C("prompt-surrogate-file-name", gen(prompt=SURROGATE_NAME_PROMPT), "prompt=", "position 10", "U+DCFF",
+      "valid Unicode text"),
+    C("prompt-surrogate-start", gen(prompt="\udc80a fox"), "prompt=", "position 0", "U+DC80", "valid Unicode text"),
+    C("prompt-surrogate-cut-emoji", gen(prompt=CUT_EMOJI_PROMPT), "prompt=", "position 6", "U+D83E",
+      "valid Unicode text"),
+    C("model-surrogate", gen(model="openai/gpt-image-2\udcff"), "model=", "position 18", "U+DCFF"),
     # ---------------------------------------------------------------- client: image inputs
     C("image-not-an-image", gen(image="notes.txt"), "image[0]='notes.txt'", "not a recognised image", *INPUT_HINT),
     C("image-truncated-png", gen(image="truncated.png"), "image[0]='truncated.png'", "damaged or truncated",
@@ -226,6 +235,8 @@ CASES: list[Case] = [
     M("prompt-control-variable", "%shark {pasted}", "prompt=", "control characters 0x0",
       ns={"pasted": NUL_PROMPT}, short="pasted = 'a fox\\x00…'; %shark {pasted}"),
     M("prompt-unicode-ok", f"%shark --quality low --size 1024x1024 {UNICODE_PROMPT}"),
+    M("prompt-surrogate-variable", "%shark {fname}", "prompt=", "position 10", "U+DCFF", "valid Unicode text",
+      ns={"fname": SURROGATE_NAME_PROMPT}, short="fname = os.listdir()[0] (b'\\xff' in the name); %shark {fname}"),
     M("unknown-option", "%shark --colour red a fox", "unknown option '--colour'", "%shark --help"),
     M("option-needs-value", "%shark --size", "option --size needs a value"),
     M("undefined-name", "%shark a {undefined} fox", "unknown name", "{undefined}", "no notebook variable 'undefined'"),
@@ -285,6 +296,7 @@ CASES: list[Case] = [
     S("prompt-100k", {"prompt": LONG_PROMPT, "generate": True}, "Error: prompt=", "100,000 characters",
       "at most 32,000", short="prompt = 'a fox xxx…' (100,000 characters); Generate"),
     S("prompt-control", {"prompt": CONTROL_PROMPT, "generate": True}, "Error: prompt=", "control characters 0x1b"),
+    S("prompt-surrogate", {"prompt": CUT_EMOJI_PROMPT, "generate": True}, "Error: prompt=", "position 6", "U+D83E"),
     S("prompt-unicode-ok", {"defaults": {"size": "1024x1024", "quality": "low"}, "prompt": UNICODE_PROMPT,
                             "generate": True}),
     S("budget-refusal", {"defaults": {"quality": "high"}, "prompt": "a fox", "generate": True}, "Error:",
