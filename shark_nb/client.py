@@ -33,6 +33,9 @@ from .errors import (
     TaskFailedError,
     ValidationError,
     error_from_response,
+    excerpt,
+    redact,
+    redact_all,
 )
 from .ledger import Ledger, default_ledger
 from .params import MODEL, ImageRequest, build_request
@@ -197,7 +200,7 @@ class AsyncShark:
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.reveal(), "[secure]") if self._key is not None else text
+        return redact(text, self._secrets())
 
     # --- public API ----------------------------------------------------------------------------
     def build(self, prompt: Any, **params: Any) -> ImageRequest:
@@ -339,7 +342,7 @@ class AsyncShark:
             entry = dict(rec, outcome="ok" if status == "completed" else status,
                          credit=_credit(body), usage=body.get("usage"))
             entry["usd"] = pricing.credits_to_usd(entry["credit"])
-            updated.append(self.ledger.record(entry))
+            updated.append(self.ledger.record(redact_all(entry, self._secrets())))
         return updated
 
     # --- the HTTP core -------------------------------------------------------------------------
@@ -417,7 +420,8 @@ class AsyncShark:
                         "to the provider", tracing_id=tracing_id)
             error.may_be_charged = True
             return error
-        return cls(f"could not reach the gateway ({kind}: {self._redact(str(exc))[:120]})", tracing_id=tracing_id)
+        return cls(f"could not reach the gateway ({kind}: {excerpt(str(exc), 120, self._secrets())})",
+                   tracing_id=tracing_id)
 
     # --- steps of a generation -----------------------------------------------------------------
     def _entry(self, call: _Call, **fields: Any) -> dict:
@@ -435,7 +439,8 @@ class AsyncShark:
         return entry
 
     def _record(self, entry: dict) -> None:
-        self.ledger.record(entry)
+        # every field may hold server text (usage, ids, URLs, messages): none may carry the key
+        self.ledger.record(redact_all(entry, self._secrets()))
 
     async def _post_generation(self, call: _Call, rate_limit_retries: int | None) -> dict:
         url = f"{self.base_url}/images/generations"
@@ -463,7 +468,7 @@ class AsyncShark:
                                      error="unreadable answer (not JSON)"))
             raise APIConnectionError(
                 f"the gateway answered HTTP {response.status_code} but the body is not valid JSON "
-                f"({_excerpt(response.content)!r}); the call may have been charged — it is in the ledger as unknown",
+                f"({excerpt(response.content, 80, self._secrets())!r}); the call may have been charged — it is in the ledger as unknown",
                 status=response.status_code, tracing_id=call.tracing_id) from None
         answer["_status"] = response.status_code
         return answer
@@ -707,8 +712,7 @@ def _credits_header(remaining: float) -> str:
 
 
 def _excerpt(body: bytes, limit: int = 80) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return excerpt(body, limit)  # redacted first, then cut
 
 
 def _positive(name: str, value: Any) -> float:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ValidationError
+from .errors import ValidationError, remember_secret
 
 # --- defaults (one place for every number that shapes behaviour) -------------------------------
 DEFAULT_BASE_URL = "https://shark.ai/api/v1"
@@ -41,10 +41,11 @@ _offline_announced = False
 class Secret:
     """A string that never shows itself in a repr, str, log or traceback."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "__weakref__")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember_secret(self)  # while it lives, every error and ledger line is redacted of it
 
     def reveal(self) -> str:
         return self._value
