@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import threading
 import time
 import uuid
@@ -819,16 +820,25 @@ class Shark:
     def close(self) -> None:
         _LoopThread.run(self._async.aclose())
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Any = sys.is_finalizing, _schedule: Any = asyncio.run_coroutine_threadsafe,
+                _threads: Any = _LoopThread) -> None:
         # A client dropped without close() (common in notebooks): close its connections on the
-        # loop thread, without waiting, instead of leaving sockets open until exit.
-        aio = getattr(self, "_async", None)
-        loop = _LoopThread._loop
-        if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
-            return
+        # loop thread, without waiting, instead of leaving sockets open until exit. Never at
+        # interpreter shutdown (the OS closes the sockets; module globals may already be None,
+        # hence the names bound as defaults), and never a word on stderr.
         try:
-            asyncio.run_coroutine_threadsafe(aio.aclose(), loop)
-        except RuntimeError:  # the loop is shutting down with the interpreter
+            if _finalizing():
+                return
+            aio = getattr(self, "_async", None)
+            loop = _threads._loop
+            if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
+                return
+            coro = aio.aclose()
+            try:
+                _schedule(coro, loop)
+            except BaseException:  # the loop is shutting down with the interpreter
+                coro.close()
+        except Exception:  # noqa: BLE001 - a finaliser must not raise
             pass
 
     def __enter__(self) -> "Shark":
