@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,9 @@ from .errors import (
     TaskFailedError,
     ValidationError,
     error_from_response,
+    excerpt,
+    redact,
+    redact_all,
 )
 from .ledger import Ledger, clean_text, credit_rule, default_ledger
 from .params import MODEL, ImageRequest, build_request
@@ -200,7 +204,7 @@ class AsyncShark:
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.reveal(), "[secure]") if self._key is not None else text
+        return redact(text, self._secrets())
 
     # --- public API ----------------------------------------------------------------------------
     def build(self, prompt: Any, **params: Any) -> ImageRequest:
@@ -348,7 +352,7 @@ class AsyncShark:
             entry = dict(rec, outcome="ok" if status == "completed" else status,
                          credit=_credit(body), usage=body.get("usage"), **_credit_report(body))
             entry["usd"] = pricing.credits_to_usd(entry["credit"])
-            updated.append(self.ledger.record(entry))
+            updated.append(self.ledger.record(redact_all(entry, self._secrets())))
         return updated
 
     # --- the HTTP core -------------------------------------------------------------------------
@@ -433,7 +437,8 @@ class AsyncShark:
                         "to the provider", tracing_id=tracing_id)
             error.may_be_charged = True
             return error
-        return cls(f"could not reach the gateway ({kind}: {self._redact(str(exc))[:120]})", tracing_id=tracing_id)
+        return cls(f"could not reach the gateway ({kind}: {excerpt(str(exc), 120, self._secrets())})",
+                   tracing_id=tracing_id)
 
     # --- steps of a generation -----------------------------------------------------------------
     def _entry(self, call: _Call, **fields: Any) -> dict:
@@ -451,7 +456,8 @@ class AsyncShark:
         return entry
 
     def _record(self, entry: dict) -> None:
-        self.ledger.record(entry)
+        # every field may hold server text (usage, ids, URLs, messages): none may carry the key
+        self.ledger.record(redact_all(entry, self._secrets()))
 
     async def _post_generation(self, call: _Call, rate_limit_retries: int | None) -> dict:
         url = f"{self.base_url}/images/generations"
@@ -484,7 +490,7 @@ class AsyncShark:
                                      error="unreadable answer (not JSON)"))
             raise APIConnectionError(
                 f"the gateway answered HTTP {response.status_code} but the body is not valid JSON "
-                f"({_excerpt(response.content)!r}); the call may have been charged — it is in the ledger as unknown",
+                f"({excerpt(response.content, 80, self._secrets())!r}); the call may have been charged — it is in the ledger as unknown",
                 status=response.status_code, tracing_id=call.tracing_id) from None
         answer["_status"] = response.status_code
         return answer
@@ -750,8 +756,7 @@ def _credits_header(remaining: float) -> str:
 
 
 def _excerpt(body: bytes, limit: int = 80) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return excerpt(body, limit)  # redacted first, then cut
 
 
 def _positive(name: str, value: Any) -> float:
@@ -865,16 +870,25 @@ class Shark:
     def close(self) -> None:
         _LoopThread.run(self._async.aclose())
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Any = sys.is_finalizing, _schedule: Any = asyncio.run_coroutine_threadsafe,
+                _threads: Any = _LoopThread) -> None:
         # A client dropped without close() (common in notebooks): close its connections on the
-        # loop thread, without waiting, instead of leaving sockets open until exit.
-        aio = getattr(self, "_async", None)
-        loop = _LoopThread._loop
-        if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
-            return
+        # loop thread, without waiting, instead of leaving sockets open until exit. Never at
+        # interpreter shutdown (the OS closes the sockets; module globals may already be None,
+        # hence the names bound as defaults), and never a word on stderr.
         try:
-            asyncio.run_coroutine_threadsafe(aio.aclose(), loop)
-        except RuntimeError:  # the loop is shutting down with the interpreter
+            if _finalizing():
+                return
+            aio = getattr(self, "_async", None)
+            loop = _threads._loop
+            if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
+                return
+            coro = aio.aclose()
+            try:
+                _schedule(coro, loop)
+            except BaseException:  # the loop is shutting down with the interpreter
+                coro.close()
+        except Exception:  # noqa: BLE001 - a finaliser must not raise
             pass
 
     def __enter__(self) -> "Shark":
