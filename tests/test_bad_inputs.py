@@ -49,7 +49,7 @@ import pytest
 from PIL import Image
 
 import shark_nb
-from shark_nb import BudgetExceededError, ValidationError, config, magic
+from shark_nb import BudgetExceededError, ValidationError, config, magic, session
 from shark_nb.ledger import Ledger, reset_default_ledger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -546,7 +546,7 @@ def _run_magic(case: Case, scratch: Path) -> Outcome:
         usage_lines = [line for line in shown.splitlines() if "UsageError" in line]
         one_line = (err is None or (len(usage_lines) == 1 and "Traceback" not in shown
                                     and "\n" not in str(err)))
-        created = magic._client is not None
+        created = session._client is not None
         if from_env:
             requests, records = 0, _ledger_files(scratch)
         else:
@@ -601,7 +601,7 @@ async def _studio_async(case: Case, scratch: Path) -> Outcome:
             st = studio(client, **defaults) if client is not None else studio(**defaults)
         except Exception as exc:  # noqa: BLE001 - refused at construction
             records = _ledger_files(scratch) if from_env else _count(ledger)
-            return Outcome(str(exc), exc, len(sim.log), records, client_created=magic._client is not None)
+            return Outcome(str(exc), exc, len(sim.log), records, client_created=session._client is not None)
         where = st.status
         for path in spec.get("references", ()):
             st.add_reference(path)
