@@ -36,9 +36,16 @@ def main(argv: list[str] | None = None) -> int:
                                  output_format=args.output_format, wait=args.wait)
     except SharkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for url in getattr(exc, "urls", ()):  # a DownloadError: the images are still there for a while
+            print(f"  image URL: {url}", file=sys.stderr)
         return 1
     for path, image in zip(result.save(args.out), result.images):
         print(f"  {path}  {image.size[0]}x{image.size[1]} {image.format}, {len(image.data):,} bytes")
+    for note in result._notes():  # images missing, or more/fewer than asked
+        print(f"  note: {note}", file=sys.stderr)
+    for missing in result.missing:
+        if missing.url:
+            print(f"  image {missing.index + 1} is still at {missing.url}", file=sys.stderr)
     credit = "unknown" if result.credit is None else f"{result.credit:,.1f} credit (${result.cost_usd:.4f})"
     print(f"Cost: {credit} · {result.latency:.2f} s · tracing id {result.tracing_id}")
     print(f"Ledger: {client.ledger.summary()}")
