@@ -620,7 +620,7 @@ class AsyncShark:
         url = url.strip()
         if url[:5].lower() == "data:":
             head = url.partition(",")[0]
-            return f"{head[:60]},… ({len(url):,} characters)"
+            return f"data:{head[5:60]},… ({len(url):,} characters)"  # (lower-case scheme: tested as such)
         try:
             url = str(httpx.URL(self.base_url).join(url))
         except (httpx.InvalidURL, ValueError, TypeError):
