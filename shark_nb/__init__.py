@@ -45,6 +45,7 @@ _LAZY = {
     "Ledger": "ledger",
     "GenerationResult": "results",
     "GeneratedImage": "results",
+    "MissingImage": "results",
     "Usage": "results",
     "ImageRequest": "params",
     "studio": "widget",
@@ -52,7 +53,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "Usage", "ImageRequest",
+    "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "MissingImage", "Usage", "ImageRequest",
     "studio", "Studio", "set_key", "clear_key", "load_ipython_extension",
     "SharkError", "ValidationError", "BudgetExceededError", "APIError", "InvalidRequestError",
     "ContentModerationError", "InputTooLargeError", "AuthenticationError", "InsufficientCreditsError",

@@ -542,3 +542,47 @@ async def test_a_partial_call_end_to_end_saves_what_arrived(ledger, tmp_path):
     paths = result.save(tmp_path / "fox.png")
     assert [p.name for p in paths] == ["fox-2.png", "fox-3.png"]
     assert Path(paths[0]).read_bytes() != b"" and result.missing[0].url == url(0)
+
+
+# ----------------------------------------------------------------------- the studio and the CLI
+
+async def test_the_studio_shows_a_partial_result_and_says_what_is_missing(ledger, tmp_path):
+    from shark_nb.simulator import Simulator
+    from shark_nb.widget import studio
+
+    sim = Simulator(latency=0.05)
+    sim.inject("download", "status", status=403, message="Request has expired")
+    client = AsyncShark(simulator=sim, ledger=ledger, poll_interval=0.05, quiet=True)
+    st = studio(client, save_folder=str(tmp_path / "out"))
+    try:
+        st.prompt.value, st.n.value, st.quality.value = "two foxes", 2, "low"
+        st.generate_button.click()
+        await st.wait()
+        (result,) = st.results
+        assert len(result.images) == 1 and len(result.missing) == 1
+        assert len(st.gallery.children) == 1
+        assert "1 of 2 images delivered" in st.status.value and "HTTP 403" in st.status.value
+        assert "2 images" not in st.ledger_strip.value and "1 image" in st.ledger_strip.value
+    finally:
+        st.close()
+        await client.aclose()
+
+
+def test_the_cli_saves_what_arrived_and_prints_the_missing_url(tmp_path, monkeypatch, capsys):
+    from shark_nb import __main__ as cli
+    from shark_nb import client as client_mod
+
+    store = Store(img1=[XML_403])
+
+    class FakeShark(client_mod.Shark):
+        def __init__(self):
+            super().__init__(api_key=KEY, base_url=API, ledger=Ledger(tmp_path / "l.jsonl"),
+                             transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer(2))),
+                             download_transport=httpx.MockTransport(store))
+
+    monkeypatch.setattr("shark_nb.Shark", FakeShark)
+    assert cli.main(["a fox", "-n", "2", "--out", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "a-fox-1.png" in out and "a-fox-2.png" not in out
+    assert "1 of 2 images delivered; image 2: the signed URL has expired" in err and url(1) in err
+    assert KEY not in out + err
