@@ -560,7 +560,7 @@ class AsyncShark:
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
         task_id = answer.get("id") if call.request.is_task else None
         notes = _count_notes(answer, items, call.request.n)
-        shown = [self._shown_url(it.get("url")) if not it.get("b64_json") else None for it in items]
+        shown = [self._shown_url(it.get("url")) for it in items]
         base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage,
                     images_billed=len(items), urls=[u for u in shown if u and not u.startswith("data:")],
                     **({"note": "; ".join(notes)} if notes else {}))
@@ -620,7 +620,7 @@ class AsyncShark:
         url = url.strip()
         if url[:5].lower() == "data:":
             head = url.partition(",")[0]
-            return f"data:{head[5:60]},… ({len(url):,} characters)"  # (lower-case scheme: tested as such)
+            return f"data:{head[5:60]},… ({len(url):,} characters)"  # "data:" in lower case, as tested below
         try:
             url = str(httpx.URL(self.base_url).join(url))
         except (httpx.InvalidURL, ValueError, TypeError):

@@ -356,6 +356,13 @@ async def test_bad_b64_json_falls_back_to_its_url(ledger):
     assert result.images[0].data == png(0) and store.hits("img0") == 1
 
 
+async def test_bad_b64_json_whose_url_fails_too_keeps_the_url(ledger):
+    store = Store(img1=[XML_403])
+    data = [{"url": url(0)}, {"b64_json": "***", "url": url(1)}]
+    result = await client_for([answer(data=data)], store, ledger).generate("x", n=2)
+    assert result.missing[0].url == url(1) and last(ledger)["urls"] == [url(0), url(1)]
+
+
 @pytest.mark.parametrize("relative, fetched", [
     ("/files/img0.png?sig=1", "https://shark.test/files/img0.png?sig=1"),       # against the API's origin
     ("files/img0.png", "https://shark.test/api/files/img0.png"),               # RFC 3986, like a browser
