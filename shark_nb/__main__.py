@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except SharkError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         print(f"Ledger: {client.ledger.path}", file=sys.stderr)
+        for url in getattr(exc, "urls", ()):  # a DownloadError: the images are still there for a while
+            print(f"  image URL: {url}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted — anything charged is in the ledger: {client.ledger.path}", file=sys.stderr)
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     for path, image in zip(paths, result.images):
         print(f"  {path}  {image.size[0]}x{image.size[1]} {image.format}, {len(image.data):,} bytes")
+    for note in result._notes():  # images missing, or more/fewer than asked
+        print(f"  note: {note}", file=sys.stderr)
+    for missing in result.missing:
+        if missing.url:
+            print(f"  image {missing.index + 1} is still at {missing.url}", file=sys.stderr)
     credit = "unknown" if result.credit is None else f"{result.credit:,.1f} credit (${result.cost_usd:.4f})"
     print(f"Cost: {credit} · {result.latency:.2f} s · tracing id {result.tracing_id}")
     print(f"Ledger: {client.ledger.summary()}")

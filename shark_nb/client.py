@@ -577,55 +577,128 @@ class AsyncShark:
                               tracing_id=call.tracing_id, type=etype or TaskFailedError.type)
 
     async def _finish(self, answer: dict, call: _Call) -> "GenerationResult":
-        from .results import GeneratedImage, GenerationResult, Usage
+        """Book the charge, then deliver every image that arrives. An image that cannot be
+        delivered is listed in ``result.missing`` (with its URL and why) and never costs its
+        siblings; only a call where none arrived raises :class:`DownloadError`."""
+        from .results import GeneratedImage, GenerationResult, MissingImage, Usage
 
         items = _image_items(answer)
         credit = _credit(answer)
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
         task_id = answer.get("id") if call.request.is_task else None
-        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage, images=len(items),
-                    **_credit_report(answer))
-        # The charge is on disk before anything else can fail.
+        notes = _count_notes(answer, items, call.request.n)
+        shown = [self._shown_url(it.get("url")) for it in items]
+        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage,
+                    images_billed=len(items), urls=[u for u in shown if u and not u.startswith("data:")],
+                    **({"note": "; ".join(notes)} if notes else {}), **_credit_report(answer))
+        # The charge and every image URL are on disk before anything else can fail.
         if not items:
             self._record(self._entry(call, outcome="ok", error="the answer held no images", **base))
             raise APIConnectionError("the gateway answered but sent no images; any charge is in the ledger",
                                      status=answer.get("_status"), tracing_id=call.tracing_id)
-        self._record(self._entry(call, outcome="ok", **base))
-        try:
-            datas = await self._download_all(items, call.tracing_id)
-        except DownloadError as exc:
-            self._record(self._entry(call, outcome="ok", error=f"download failed: {exc.message}", **base))
-            raise
+        self._record(self._entry(call, outcome="ok", images=0, **base))
+        got = await self._download_all(items, call.tracing_id)
         result = GenerationResult(
             images=[], usage=Usage.from_json(usage), credit=credit, tracing_id=call.tracing_id,
             request=call.request, model=call.request.model, task_id=task_id, created=answer.get("created"),
-            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id,
+            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id, notes=notes,
         )
-        try:
-            result.images = [GeneratedImage.from_bytes(data, url=item.get("url"), index=i, result=result)
-                             for i, (data, item) in enumerate(zip(datas, items))]
-        except ValueError as exc:
-            self._record(self._entry(call, outcome="ok", error=f"unreadable image: {exc}", **base))
-            raise DownloadError(f"a downloaded image is not a readable image ({exc}); the call was charged "
-                                "and is in the ledger", tracing_id=call.tracing_id) from None
+        for i, (data, url) in enumerate(zip(got, shown)):
+            if isinstance(data, _Missing):
+                result.missing.append(MissingImage(i, url, data.reason, data.status))
+                continue
+            try:
+                result.images.append(GeneratedImage.from_bytes(
+                    data, url=None if url and url.startswith("data:") else url, index=i, result=result))
+            except ValueError as exc:  # one unreadable image is missing on its own
+                result.missing.append(MissingImage(i, url, f"unreadable image: the bytes are not a readable "
+                                                            f"image ({exc})"))
+        missing = [{"index": m.index, "url": m.url, "reason": m.reason, "status": m.status} for m in result.missing]
+        error = None
+        if result.missing:
+            error = ("download failed: " if not result.images else "partial download: ") + result._delivery_line()
+        self._record(self._entry(call, outcome="ok", images=len(result.images), error=error,
+                                 **({"missing": missing} if missing else {}), **base))
+        if not result.images:
+            raise self._nothing_delivered(result)
         return result
 
-    async def _download_all(self, items: list[dict], tracing_id: str) -> list[bytes]:
+    def _nothing_delivered(self, result: "GenerationResult") -> DownloadError:
+        missing = result.missing
+        if len(missing) == 1:
+            message = f"the image could not be delivered: {missing[0].reason}"
+        else:
+            message = f"none of the {len(missing)} images could be delivered: " + "; ".join(map(str, missing))
+        urls = [m.url for m in missing if m.url and not m.url.startswith("data:")]
+        message += "; the call was charged and is in the ledger"
+        if urls:
+            message += " with the image URLs (also in error.urls; fetch them while they live)"
+        statuses = {m.status for m in missing}
+        error = DownloadError(message, status=statuses.pop() if len(statuses) == 1 else None,
+                              tracing_id=result.tracing_id)
+        error.urls, error.missing, error.result = urls, list(missing), result
+        return error
+
+    def _shown_url(self, url: Any) -> str | None:
+        """An image URL as kept in the result, the error and the ledger: absolute, without the key,
+        and a ``data:`` URL shortened to its header."""
+        if not isinstance(url, str) or not url.strip():
+            return None
+        url = url.strip()
+        if url[:5].lower() == "data:":
+            head = url.partition(",")[0]
+            return f"data:{head[5:60]},… ({len(url):,} characters)"  # "data:" in lower case, as tested below
+        try:
+            url = str(httpx.URL(self.base_url).join(url))
+        except (httpx.InvalidURL, ValueError, TypeError):
+            pass
+        return self._redact(url)
+
+    async def _download_all(self, items: list[dict], tracing_id: str) -> "list[bytes | _Missing]":
+        """Every image's bytes, or why it is missing, in order: one failure never costs the others."""
         sem = asyncio.Semaphore(config.DOWNLOAD_CONCURRENCY)
 
-        async def one(item: dict) -> bytes:
-            if item.get("b64_json"):
-                import base64
-                import binascii
-
-                try:
-                    return base64.b64decode(item["b64_json"], validate=True)
-                except (binascii.Error, ValueError):
-                    raise DownloadError("an image came back as invalid base64", tracing_id=tracing_id) from None
-            async with sem:
-                return await self._download(item["url"], tracing_id)
+        async def one(item: dict) -> "bytes | _Missing":
+            try:
+                return await self._image_bytes(item, tracing_id, sem)
+            except _Missing as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 - an unforeseen failure is this image's, not the call's
+                return _Missing(f"unexpected error ({type(exc).__name__}: {self._redact(str(exc))[:120]})")
 
         return list(await asyncio.gather(*(one(it) for it in items)))
+
+    async def _image_bytes(self, item: dict, tracing_id: str, sem: asyncio.Semaphore) -> bytes:
+        """One image: inline (``b64_json`` or a ``data:`` URL) decoded; a URL (absolute, or relative
+        to the API's base URL) downloaded on the key-less client. Raises _Missing with the reason."""
+        from . import images
+
+        url, b64 = item.get("url"), item.get("b64_json")
+        if b64:
+            try:
+                text = str(b64).strip()
+                return images.decode_data_url(text)[1] if text[:5].lower() == "data:" else images.decode_base64(text)
+            except ValueError:
+                if not url:
+                    raise _Missing("the inline image (b64_json) is not valid base64") from None
+        if not isinstance(url, str) or not url.strip():
+            raise _Missing(f"the answer gave no usable image URL ({type(url).__name__})")
+        url = url.strip()
+        if url[:5].lower() == "data:":
+            try:
+                return images.decode_data_url(url)[1]
+            except ValueError as exc:
+                raise _Missing(f"the data: URL cannot be decoded ({exc})") from None
+        try:
+            absolute = httpx.URL(self.base_url).join(url)  # a relative URL: against the API's base URL
+        except (httpx.InvalidURL, ValueError, TypeError):
+            raise _Missing("the image URL is malformed") from None
+        if absolute.scheme not in ("http", "https") or not absolute.host:
+            raise _Missing(f"the image URL is not http(s) ({absolute.scheme or 'no scheme'})")
+        if self._key is not None and self._key.reveal() in str(absolute):
+            raise _Missing("the image URL contains the API key; it was not fetched")
+        async with sem:
+            return await self._download(str(absolute), tracing_id)
 
     async def _fetch(self, url: str) -> tuple[httpx.Response, bytes]:
         """GET one URL on the key-less client. A 200 with a Content-Length is read into one buffer
@@ -648,7 +721,9 @@ class AsyncShark:
             return response, bytes(buf)
 
     async def _download(self, url: str, tracing_id: str) -> bytes:
-        """Fetch one signed URL, with no key, retrying transient failures."""
+        """Fetch one signed URL, with no key, retrying transient failures: transport errors, a
+        cut or empty body, 5xx and 429 (honouring ``Retry-After`` as the API path does).
+        Raises _Missing with the reason."""
         attempt = 0
         while True:
             try:
@@ -663,20 +738,49 @@ class AsyncShark:
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                     attempt += 1
                     continue
-                raise DownloadError(f"could not download an image ({type(exc).__name__}); the call was charged "
-                                    "and is in the ledger", tracing_id=tracing_id) from None
-            if response.status_code == 200 and data and _image_looks_complete(data):
+                raise _Missing(f"the download failed ({type(exc).__name__}"
+                               f"{f', {attempt + 1} attempts' if attempt else ''})") from None
+            status = response.status_code
+            if status == 200 and data and _image_looks_complete(data):
                 return data
-            cut = response.status_code == 200 and bool(data)  # a cut image with a matching length
-            if (cut or response.status_code >= 500) and attempt < self.max_retries:
-                await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
+            if (status == 200 or status >= 500 or retry.should_retry_status(
+                    status, attempt=attempt, max_retries=self.max_retries)) and attempt < self.max_retries:
+                retry_after = retry.parse_retry_after(response.headers.get("retry-after"))
+                await self._sleep(retry.backoff_delay(attempt, retry_after, rng=self._rng))
                 attempt += 1
                 continue
-            why = ("the image arrived truncated" if cut else
-                   "the signed URL has expired or was refused" if response.status_code in (401, 403)
-                   else f"HTTP {response.status_code}" + (" with an empty body" if not data else ""))
-            raise DownloadError(f"could not download an image: {why}; the call was charged and is in the ledger",
-                                status=response.status_code, tracing_id=tracing_id)
+            tries = f", {attempt + 1} attempts" if attempt else ""
+            why = (("the image arrived truncated" if data else "the file host sent an empty image") + tries
+                   if status == 200 else
+                   f"the signed URL has expired or was refused (HTTP {status})" if status in (401, 403)
+                   else f"the file host answered HTTP {status}{' with an empty body' if not data else ''}{tries}")
+            raise _Missing(why, status=None if status == 200 else status)
+
+
+class _Missing(Exception):
+    """Why one image of an answer could not be delivered (becomes a MissingImage)."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+def _count_notes(answer: dict, items: list[dict], asked: int) -> list[str]:
+    """What the user must hear about the number of images: more or fewer than asked, or entries
+    of ``data`` that held no image. Never silent: these go on the result and in the ledger."""
+    notes = []
+    if len(items) > asked:
+        notes.append(f"the gateway sent {len(items)} images for n={asked}: all are delivered; the credit it "
+                     "reports may cover all of them")
+    elif 0 < len(items) < asked:
+        notes.append(f"the gateway sent {len(items)} image{'s' if len(items) != 1 else ''} for n={asked}")
+    data = answer.get("data")
+    if isinstance(data, list) and items:
+        empty = len(data) - len(_image_items({"data": data}))
+        if empty > 0:
+            notes.append(f"the answer listed {empty} entr{'ies' if empty != 1 else 'y'} without an image "
+                         "(no url or b64_json)")
+    return notes
 
 
 def _image_looks_complete(data: bytes) -> bool:

@@ -191,9 +191,18 @@ class APITimeoutError(APIConnectionError):
 
 
 class DownloadError(SharkError):
-    """A generated image could not be downloaded. The call itself was answered (and charged)."""
+    """No generated image could be delivered. The call itself was answered (and charged).
+
+    Raised only when *none* of a call's images arrived (when some did, the call returns a
+    :class:`~shark_nb.results.GenerationResult` whose ``.missing`` lists the others).
+    ``urls``: every image URL of the call, to fetch while they live; ``missing``: why each image
+    is missing; ``result``: the (empty) result with the credit and tracing id.
+    """
 
     type = "download_error"
+    urls: "list[str] | tuple" = ()
+    missing: "list | tuple" = ()
+    result = None
 
 
 class TaskFailedError(SharkError):
