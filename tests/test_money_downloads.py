@@ -32,7 +32,7 @@ from shark_nb.images import read_metadata
 from shark_nb.params import build_request
 from shark_nb.results import GeneratedImage, GenerationResult, MissingImage
 
-KEY = "sk-money-DOWNLOADS-5f1e2d3c4b"
+KEY = "sk-mny-Q7f1e2d3c4b9Z"  # random-looking: any 8-character piece of a key is redacted everywhere
 API = "https://shark.test/api/v1"
 FILES = "https://files.test"
 CREDIT = 3169.5
