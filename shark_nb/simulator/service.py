@@ -445,9 +445,10 @@ def _strict_value(spec: ModelSpec, f: Field, v: Any) -> Any:
         return v
     if f.kind == "choice":
         if not isinstance(v, str):
+            kind = "null" if v is None else "boolean" if isinstance(v, bool) else \
+                "number" if isinstance(v, (int, float)) else "array" if isinstance(v, list) else "object"
             raise _bad(f"{name} must be a string, one of {', '.join(f.choices)}; got {json.dumps(v)} "
-                       f"(a JSON {type(v).__name__ if v is not None else 'null'}; {spec.id} takes the string)",
-                       name, "invalid_type")
+                       f"(a JSON {kind}; {spec.id} takes the string)", name, "invalid_type")
         if v not in f.choices:
             extra = " (this model has no transparent background)" if name == "background" and v == "transparent" else ""
             raise _bad(f"{name} must be one of {', '.join(f.choices)}; got {v!r}{extra}", name)
