@@ -18,20 +18,35 @@ accepted except ``config.invalid_key`` (401 ``auth_error``). A missing key is 40
 with 400 like an object store does (``config.reject_download_auth``) and counted in
 ``sim.auth_leaks``; the key must never travel to the file host.
 
-Validation is strict and independent of the client (the simulator checks what clients send):
-unknown body fields, wrong types, out-of-range values, bad data URLs and masks all answer 400
-``invalid_request_error`` naming the field (``error.param``). OpenAI-only fields
-(``response_format``, ``user``, ``moderation``, ``style``...) are unknown fields here too; the
-OpenAI Python SDK's ``images.generate(model=, prompt=, size=, n=)`` sends none of them, so it
-works unchanged. ``config.extra_fields`` lists fields to tolerate (and ignore) if needed.
-``timeout`` without ``"async": true`` is validated, then ignored. A prompt over
-``params.MAX_PROMPT_CHARS`` is 400 ``input_too_large``; a prompt containing ``[moderate]`` is
-400 ``content_moderation``. Other gateway models are 400 ("not supported by the simulator"),
-unknown ones 404 ``model_not_found``. ``X-App-User-Credits`` (and ``config.balance``) give 402
-``insufficient_credits`` when the estimated credit exceeds them.
+Every gateway model is served, each judged by its own schema from :mod:`shark_nb.schemas`
+(the same one the client validates with; no second table here). The request is routed by
+``model`` first: it must be a full model id (``gemini`` or another shark_nb alias is 404
+``model_not_found`` with the full id as hint; an unknown id is 404 listing the models). Then
+validation is strict and independent of the client (the simulator checks what clients send): a
+field the model lacks is 400 ``unknown_parameter`` naming the model and the field; a wrong JSON
+type (``"version": 7`` for Midjourney's string ``"7"``, ``n: 2.0``), a value that is not the
+schema's canonical one (``"1024x1024"`` for Seedream, ``"2k"``, ``"jpg"``), out-of-range
+numbers, bad data URLs and masks all answer 400 ``invalid_request_error`` naming the field
+(``error.param``) and what is allowed; a missing required field (Grok's ``image``) is 400
+``missing_required_parameter``. OpenAI-only fields (``user``, ``moderation``, ``style``...)
+are unknown fields too; the OpenAI Python SDK's ``images.generate(model=, prompt=, size=, n=)``
+sends none of them, so it works unchanged. ``config.extra_fields`` lists fields to tolerate
+(and ignore) if needed. ``timeout`` without ``"async": true`` is validated, then ignored. A
+prompt over ``params.MAX_PROMPT_CHARS`` is 400 ``input_too_large``; a prompt containing
+``[moderate]`` is 400 ``content_moderation``. ``X-App-User-Credits`` (and ``config.balance``)
+give 402 ``insufficient_credits`` when the estimated credit exceeds them.
 
-Costs come from :mod:`shark_nb.pricing` (auto size = 1024x1024, auto quality = medium). Every
-charge is tallied in ``sim.charges`` (sync answers when answered; tasks once, when they
+Per model (see :class:`_Request`): the pixel size comes from the model's own fields (``size``;
+``aspect_ratio`` x ``image_size`` at 1024/2048/4096 px on the long side; Grok: its reference
+image's size), the format from ``output_format`` (Seedream: JPEG; others PNG), the answer shape
+from the model (Gemini ``b64_json`` unless ``response_format: "url"``; others URLs;
+``config.response_format`` / ``task_result_shape`` override it for every model). Each image shows
+the model's short name in its top-left corner.
+
+Costs are each schema's simulator price (``ModelSpec.simulator_credit``, docs/models.md; for
+gpt-image-2 the token table of :mod:`shark_nb.pricing`, auto size = 1024x1024, auto quality =
+medium). ``usage`` (tokens) is answered for gpt-image-2 only: the other models are not priced
+in tokens, so their answers carry ``credit`` and no ``usage``. Every charge is tallied in ``sim.charges`` (sync answers when answered; tasks once, when they
 complete), ``sim.total_credit`` sums them, ``sim.requests`` counts requests per route and
 ``sim.log`` keeps the last requests (bodies with data URLs elided) for assertions.
 
@@ -43,7 +58,7 @@ task (not charged; with ``cancel_running="refuse"`` a running task answers 409 `
 409 for a completed or failed one. Undocumented shapes a client must tolerate are switchable:
 ``task_result_shape`` (``data_url``, ``b64_json``, ``output_urls``), ``status_spelling`` (e.g.
 ``{"running": "in_progress", "pending": "queued"}``), ``task_error_as_string``,
-``omit_credit``, ``omit_usage``, ``response_format="b64_json"`` (sync answers).
+``omit_credit``, ``omit_usage``, ``response_format="b64_json"`` / ``"url"`` (sync answers, every model).
 
 Faults (deterministic; ``sim.inject(route, kind, count=1, **options)``, route one of ``post``,
 ``poll``, ``cancel``, ``download``, ``models``; queued faults are consumed in order by the next
