@@ -411,3 +411,12 @@ def test_task_mode_over_the_loopback_server_for_another_model():
         assert status["status"] == "completed" and status["credit"] == 390 and "usage" not in status
         img = Image.open(io.BytesIO(base64.b64decode(status["data"][0]["b64_json"])))
         assert img.size == (816, 1024)
+
+
+def test_the_cli_help_names_every_model():
+    from shark_nb.simulator.__main__ import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert all(m.id in text for m in models()) and "full model id" in text
+    args = build_parser().parse_args([])
+    assert args.response_format is None and args.task_result_shape is None  # each model's own shape

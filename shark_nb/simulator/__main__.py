@@ -4,8 +4,8 @@
     python -m shark_nb.simulator --port 8765 --latency 2 --rate-limit 5/60 --allow-anonymous
 
 Serves every image model of the gateway (``GET /models`` lists them), each validated by its own
-schema from :mod:`shark_nb.schemas`. Prints one line with the API base URL (``http://127.0.0.1:8765/api/v1``), then serves until
-Ctrl-C (or SIGTERM). Unlike the in-process simulator, the server requires a key by default (any
+schema from :mod:`shark_nb.schemas`. Prints one line with the API base URL
+(``http://127.0.0.1:8765/api/v1``), then serves until Ctrl-C (or SIGTERM). Unlike the in-process simulator, the server requires a key by default (any
 non-empty key but ``--invalid-key``); ``--allow-anonymous`` lifts that.
 """
 

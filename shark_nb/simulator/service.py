@@ -46,8 +46,9 @@ the model's short name in its top-left corner.
 Costs are each schema's simulator price (``ModelSpec.simulator_credit``, docs/models.md; for
 gpt-image-2 the token table of :mod:`shark_nb.pricing`, auto size = 1024x1024, auto quality =
 medium). ``usage`` (tokens) is answered for gpt-image-2 only: the other models are not priced
-in tokens, so their answers carry ``credit`` and no ``usage``. Every charge is tallied in ``sim.charges`` (sync answers when answered; tasks once, when they
-complete), ``sim.total_credit`` sums them, ``sim.requests`` counts requests per route and
+in tokens, so their answers carry ``credit`` and no ``usage``. Every charge is tallied in
+``sim.charges`` (sync answers when answered; tasks once, when they complete),
+``sim.total_credit`` sums them, ``sim.requests`` counts requests per route and
 ``sim.log`` keeps the last requests (bodies with data URLs elided) for assertions.
 
 Tasks follow a time-based state machine driven by ``config.clock`` (inject a fake clock in
