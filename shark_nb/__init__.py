@@ -45,6 +45,7 @@ _LAZY = {
     "Ledger": "ledger",
     "GenerationResult": "results",
     "GeneratedImage": "results",
+    "MissingImage": "results",
     "Usage": "results",
     "ImageRequest": "params",
     "studio": "widget",
@@ -56,7 +57,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "Usage", "ImageRequest",
+    "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "MissingImage", "Usage", "ImageRequest",
     "studio", "Studio", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
     "SharkError", "ValidationError", "BudgetExceededError", "APIError", "InvalidRequestError",
     "ContentModerationError", "InputTooLargeError", "AuthenticationError", "InsufficientCreditsError",

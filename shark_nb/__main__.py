@@ -2,20 +2,70 @@
 
 Generates images for a prompt (on the offline simulator when no SHARK_API_KEY is set), saves them
 with their metadata, and prints what it cost and the session ledger's path.
+
+Every mistake ends in one line on stderr and exit code 2, before anything is sent (a bad flag, a
+bad ``-n``, a bad SHARK_BASE_URL, an ``--out`` that cannot be a folder). A failed call is one line
+and exit code 1. Images that were paid for are never lost: if ``--out`` cannot be written after
+the call, they are saved under ``$SHARK_NB_HOME/rescued/`` (or a temporary folder) and the path
+is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
 
 from . import params
 
 DEFAULT_PROMPT = "a lighthouse on a cliff at dusk, watercolour"
+PROG = "python -m shark_nb"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not the usage block
+        _fail(f"{message} (see {PROG} --help)")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _check_out(out: str) -> Path:
+    """``--out`` must be a folder we can create or write; checked before anything is paid for."""
+    if not out.strip() or "\x00" in out:
+        _fail(f"--out {out!r}: expected a folder path, e.g. --out shark-images")
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        _fail(f"--out {out}: it is a file, not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: cannot write into {parent} (permission denied); choose another folder")
+    return path
+
+
+def _rescue(result: Any) -> tuple[list[Path], str]:
+    """Save paid images somewhere that works: $SHARK_NB_HOME/rescued/<tracing id>, else a temp folder."""
+    from .ledger import shark_home
+
+    problems = []
+    for folder in (shark_home() / "rescued" / str(result.tracing_id),
+                   Path(tempfile.gettempdir()) / f"shark-images-{result.tracing_id}"):
+        try:
+            return result.save(folder), str(folder)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{folder}: {exc}")
+    raise OSError("; ".join(problems))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shark_nb", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
     parser.add_argument("-n", type=int, default=2, help="images, 1..4 (default 2)")
     parser.add_argument("--size", default="1024x1024", choices=params.SIZES)
@@ -27,23 +77,48 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import Shark, SharkError
 
-    client = Shark()
-    where = "the offline simulator" if client.offline else client.base_url
-    estimate = client.estimate(args.prompt, n=args.n, size=args.size, quality=args.quality)
-    print(f"Generating {args.n} image(s) on {where} (estimate {estimate:,.1f} credit)…")
+    # validate everything before a word about generating (and before anything is paid for)
     try:
-        result = client.generate(args.prompt, n=args.n, size=args.size, quality=args.quality,
-                                 output_format=args.output_format, wait=args.wait)
+        request = params.build_request(args.prompt, n=args.n, size=args.size, quality=args.quality,
+                                       output_format=args.output_format, wait=args.wait)
+        out = _check_out(args.out)
+        client = Shark()
     except SharkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _fail(str(exc))
+
+    where = "the offline simulator" if client.offline else client.base_url
+    print(f"Generating {request.n} image(s) on {where} (estimate {request.estimate_credit():,.1f} credit)…")
+    try:
+        result = client.send(request)
+    except SharkError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"Ledger: {client.ledger.path}", file=sys.stderr)
+        for url in getattr(exc, "urls", ()):  # a DownloadError: the images are still there for a while
+            print(f"  image URL: {url}", file=sys.stderr)
         return 1
-    for path, image in zip(result.save(args.out), result.images):
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted — anything charged is in the ledger: {client.ledger.path}", file=sys.stderr)
+        return 130
+    code = 0
+    try:
+        paths = result.save(out)
+    except (OSError, SharkError, ValueError) as exc:
+        paths, folder = _rescue(result)
+        print(f"{PROG}: could not save into {args.out} ({exc}); the paid images are saved in {folder}",
+              file=sys.stderr)
+        code = 1
+    for path, image in zip(paths, result.images):
         print(f"  {path}  {image.size[0]}x{image.size[1]} {image.format}, {len(image.data):,} bytes")
+    for note in result._notes():  # images missing, or more/fewer than asked
+        print(f"  note: {note}", file=sys.stderr)
+    for missing in result.missing:
+        if missing.url:
+            print(f"  image {missing.index + 1} is still at {missing.url}", file=sys.stderr)
     credit = "unknown" if result.credit is None else f"{result.credit:,.1f} credit (${result.cost_usd:.4f})"
     print(f"Cost: {credit} · {result.latency:.2f} s · tracing id {result.tracing_id}")
     print(f"Ledger: {client.ledger.summary()}")
     print(f"        {client.ledger.path}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import threading
 import time
 import uuid
@@ -33,11 +34,14 @@ from .errors import (
     TaskFailedError,
     ValidationError,
     error_from_response,
+    excerpt,
+    redact,
+    redact_all,
 )
-from .ledger import Ledger, default_ledger
-from .schemas import PRICE_BOOK, model_spec
+from .ledger import Ledger, clean_text, credit_rule, default_ledger
 from .request import ImageRequest, build_request
 from .schemas import DEFAULT_MODEL as MODEL
+from .schemas import PRICE_BOOK, model_spec
 
 if TYPE_CHECKING:
     from .compare import ComparisonGrid
@@ -88,7 +92,10 @@ class _Call:
     tracing_id: str
     call_id: str
     started: float
-    estimate: float | None
+    estimate: float | None  #: None: unknown (a model with no price known yet)
+    #: True while a POST of this call may be at the gateway with no answer yet: an interruption
+    #: then leaves the call "unknown"; at any other moment (waiting out a 429 or a back-off) "not_sent".
+    in_flight: bool = False
 
 
 class AsyncShark:
@@ -200,7 +207,7 @@ class AsyncShark:
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.reveal(), "[secure]") if self._key is not None else text
+        return redact(text, self._secrets())
 
     # --- public API ----------------------------------------------------------------------------
     def build(self, prompt: Any, **params: Any) -> ImageRequest:
@@ -251,22 +258,22 @@ class AsyncShark:
                    rate_limit_retries: int | None = None) -> "GenerationResult":
         """Send an already validated request (from :meth:`build`)."""
         estimate = request.estimate_credit()
-        # An unknown estimate (a model with no price table and none learned yet) is checked as
-        # "is anything left"; the gateway's own guard (X-App-User-Credits) judges its real cost.
-        self.ledger.check_budget(estimate if estimate is not None else 0.0)
         call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
                      started=time.monotonic(), estimate=estimate)
         # Write-ahead: the call is on disk before a byte leaves (outcome "sending", counted at its
-        # estimate against the budget), so a crash mid-call leaves a record, and concurrent calls
-        # cannot together overspend the budget. Every path below replaces it with the outcome.
-        self._record(self._entry(call, outcome="sending"))
+        # estimate against the budget), so a crash mid-call leaves a record. The budget check and
+        # this line are one step under the ledger's lock, so calls on other event loops or threads
+        # sharing the ledger cannot together overspend it. Every path below replaces it.
+        # An unknown estimate (a model with no price known yet) reserves nothing and passes while
+        # the budget is not spent; the gateway's guard (X-App-User-Credits) judges its real cost.
+        self.ledger.reserve(self._entry(call, outcome="sending"), estimate if estimate is not None else 0.0)
         answer = await self._post_generation(call, rate_limit_retries)
         if request.is_task and (answer.get("id") or not _image_items(answer)):
             # (a gateway that answers a task request at once with images is taken as sync)
             task = self._task_from(answer, call)
             if on_task is not None:
                 on_task(task)
-            answer = await self._await_task(task, call)
+            answer = clean_text(await self._await_task(task, call))
         return await self._finish(answer, call)
 
     async def generate_many(
@@ -356,7 +363,12 @@ class AsyncShark:
         return status if status == "cancelled" else "refused"
 
     async def reconcile(self) -> list[dict]:
-        """Poll the tasks the ledger still lists as pending and record how they ended."""
+        """Poll the tasks the ledger still lists as pending and record how they ended.
+
+        A sync call interrupted while its POST was at the gateway stays ``"unknown"`` (held at its
+        estimate): the gateway has no way to look it up, so ask the provider with its tracing id
+        and book the answer with ``client.ledger.settle(call_id_or_tracing_id, credit)``
+        (``client.ledger.unsettled`` lists them)."""
         updated = []
         for rec in self.ledger.records:
             if rec.get("outcome") != "pending" or not rec.get("polling_url"):
@@ -371,10 +383,11 @@ class AsyncShark:
             status = _normalise_status(body.get("status"))
             if status == "running":
                 continue
+            body = clean_text(body)
             entry = dict(rec, outcome="ok" if status == "completed" else status,
-                         credit=_credit(body), usage=body.get("usage"))
+                         credit=_credit(body), usage=body.get("usage"), **_credit_report(body))
             entry["usd"] = pricing.credits_to_usd(entry["credit"])
-            updated.append(self.ledger.record(entry))
+            updated.append(self.ledger.record(redact_all(entry, self._secrets())))
         return updated
 
     # --- the HTTP core -------------------------------------------------------------------------
@@ -388,6 +401,7 @@ class AsyncShark:
         idempotent: bool,
         rate_limit_retries: int | None = None,
         reserved: float | None = None,
+        flight: _Call | None = None,
     ) -> httpx.Response:
         """One logical API request with the retry policy; raises the mapped error."""
         if not self._is_api_url(url):
@@ -402,16 +416,22 @@ class AsyncShark:
             headers = self._headers(tracing_id, reserved=reserved)
             if content is not None:
                 headers["Content-Type"] = "application/json"
+            if flight is not None:
+                flight.in_flight = True  # from here until an answer, the bytes may be at the gateway
             try:
                 response = await client.request(method, url, content=content, headers=headers)
                 body = await response.aread()
             except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
+                if flight is not None:
+                    flight.in_flight = retry.may_have_been_charged(exc)  # those are never retried
                 if retry.should_retry_exception(exc, idempotent=idempotent, attempt=attempt,
                                                 max_retries=self.max_retries):
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                     attempt += 1
                     continue
                 raise self._transport_error(exc, tracing_id, paid=not idempotent) from None
+            if flight is not None and response.status_code >= 300:
+                flight.in_flight = False  # answered with an error: nothing was done (see retry.py)
             if 300 <= response.status_code < 400:
                 raise APIConnectionError(
                     f"the API answered with a redirect (HTTP {response.status_code}) to "
@@ -431,8 +451,8 @@ class AsyncShark:
                     await self._sleep(delay)
                 attempt += 1
                 continue
-            raise error_from_response(response.status_code, body, tracing_id=tracing_id,
-                                      retry_after=retry_after, secrets=self._secrets())
+            raise _clean_error(error_from_response(response.status_code, body, tracing_id=tracing_id,
+                                                   retry_after=retry_after, secrets=self._secrets()))
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._key.reveal(),) if self._key is not None else ()
@@ -452,7 +472,8 @@ class AsyncShark:
                         "to the provider", tracing_id=tracing_id)
             error.may_be_charged = True
             return error
-        return cls(f"could not reach the gateway ({kind}: {self._redact(str(exc))[:120]})", tracing_id=tracing_id)
+        return cls(f"could not reach the gateway ({kind}: {excerpt(str(exc), 120, self._secrets())})",
+                   tracing_id=tracing_id)
 
     # --- steps of a generation -----------------------------------------------------------------
     def _entry(self, call: _Call, **fields: Any) -> dict:
@@ -470,14 +491,15 @@ class AsyncShark:
         return entry
 
     def _record(self, entry: dict) -> None:
-        self.ledger.record(entry)
+        # every field may hold server text (usage, ids, URLs, messages): none may carry the key
+        self.ledger.record(redact_all(entry, self._secrets()))
 
     async def _post_generation(self, call: _Call, rate_limit_retries: int | None) -> dict:
         url = f"{self.base_url}/images/generations"
         try:
             response = await self._request("POST", url, tracing_id=call.tracing_id, json_body=call.request.body(),
                                             idempotent=False, rate_limit_retries=rate_limit_retries,
-                                            reserved=call.estimate or 0.0)
+                                            reserved=call.estimate or 0.0, flight=call)
         except APIError as exc:
             self._record(self._entry(call, outcome=exc.type or "error", status=exc.status, error=exc.message))
             raise
@@ -486,19 +508,24 @@ class AsyncShark:
             # the estimate counts against the budget until reconciled; otherwise it never left.
             self._record(self._entry(call, outcome="unknown" if exc.may_be_charged else exc.type, error=exc.message))
             raise
-        except BaseException:  # cancelled (Ctrl-C, Cancel, a batch torn down) or a bug: be conservative
-            self._record(self._entry(call, outcome="unknown", error="interrupted before the gateway answered"))
+        except BaseException:  # cancelled (Ctrl-C, Cancel, a batch torn down) or a bug
+            if call.in_flight:  # the POST may be at the gateway: unknown, held at the estimate
+                self._record(self._entry(call, outcome="unknown", error="interrupted before the gateway answered; "
+                                         "it may have been charged (ledger.settle() books the real cost)"))
+            else:  # waiting out a 429 or a back-off: every attempt so far was answered "not done"
+                self._record(self._entry(call, outcome="not_sent", error="interrupted before the request was sent "
+                                         "(while waiting to retry); nothing was charged"))
             raise
         try:
-            answer = response.json()
+            answer = clean_text(response.json())  # the gateway's text may hold lone surrogates
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             self._record(self._entry(call, outcome="unknown", status=response.status_code,
                                      error="unreadable answer (not JSON)"))
             raise APIConnectionError(
                 f"the gateway answered HTTP {response.status_code} but the body is not valid JSON "
-                f"({_excerpt(response.content)!r}); the call may have been charged — it is in the ledger as unknown",
+                f"({excerpt(response.content, 80, self._secrets())!r}); the call may have been charged — it is in the ledger as unknown",
                 status=response.status_code, tracing_id=call.tracing_id) from None
         answer["_status"] = response.status_code
         return answer
@@ -585,55 +612,129 @@ class AsyncShark:
                               tracing_id=call.tracing_id, type=etype or TaskFailedError.type)
 
     async def _finish(self, answer: dict, call: _Call) -> "GenerationResult":
-        from .results import GeneratedImage, GenerationResult, Usage
+        """Book the charge, then deliver every image that arrives. An image that cannot be
+        delivered is listed in ``result.missing`` (with its URL and why) and never costs its
+        siblings; only a call where none arrived raises :class:`DownloadError`."""
+        from .results import GeneratedImage, GenerationResult, MissingImage, Usage
 
         items = _image_items(answer)
         credit = _credit(answer)
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
         task_id = answer.get("id") if call.request.is_task else None
-        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage, images=len(items))
-        # The charge is on disk before anything else can fail.
+        notes = _count_notes(answer, items, call.request.n)
+        shown = [self._shown_url(it.get("url")) for it in items]
+        base = dict(status=answer.get("_status"), task_id=task_id, credit=credit, usage=usage,
+                    images_billed=len(items), urls=[u for u in shown if u and not u.startswith("data:")],
+                    **({"note": "; ".join(notes)} if notes else {}), **_credit_report(answer))
+        # The charge and every image URL are on disk before anything else can fail.
         if not items:
             self._record(self._entry(call, outcome="ok", error="the answer held no images", **base))
             raise APIConnectionError("the gateway answered but sent no images; any charge is in the ledger",
                                      status=answer.get("_status"), tracing_id=call.tracing_id)
-        self._record(self._entry(call, outcome="ok", **base))
+        self._record(self._entry(call, outcome="ok", images=0, **base))
+        got = await self._download_all(items, call.tracing_id)
         PRICE_BOOK.record(call.request.model, call.request.settings, credit, len(items))
-        try:
-            datas = await self._download_all(items, call.tracing_id)
-        except DownloadError as exc:
-            self._record(self._entry(call, outcome="ok", error=f"download failed: {exc.message}", **base))
-            raise
         result = GenerationResult(
             images=[], usage=Usage.from_json(usage), credit=credit, tracing_id=call.tracing_id,
             request=call.request, model=call.request.model, task_id=task_id, created=answer.get("created"),
-            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id,
+            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id, notes=notes,
         )
-        try:
-            result.images = [GeneratedImage.from_bytes(data, url=item.get("url"), index=i, result=result)
-                             for i, (data, item) in enumerate(zip(datas, items))]
-        except ValueError as exc:
-            self._record(self._entry(call, outcome="ok", error=f"unreadable image: {exc}", **base))
-            raise DownloadError(f"a downloaded image is not a readable image ({exc}); the call was charged "
-                                "and is in the ledger", tracing_id=call.tracing_id) from None
+        for i, (data, url) in enumerate(zip(got, shown)):
+            if isinstance(data, _Missing):
+                result.missing.append(MissingImage(i, url, data.reason, data.status))
+                continue
+            try:
+                result.images.append(GeneratedImage.from_bytes(
+                    data, url=None if url and url.startswith("data:") else url, index=i, result=result))
+            except ValueError as exc:  # one unreadable image is missing on its own
+                result.missing.append(MissingImage(i, url, f"unreadable image: the bytes are not a readable "
+                                                            f"image ({exc})"))
+        missing = [{"index": m.index, "url": m.url, "reason": m.reason, "status": m.status} for m in result.missing]
+        error = None
+        if result.missing:
+            error = ("download failed: " if not result.images else "partial download: ") + result._delivery_line()
+        self._record(self._entry(call, outcome="ok", images=len(result.images), error=error,
+                                 **({"missing": missing} if missing else {}), **base))
+        if not result.images:
+            raise self._nothing_delivered(result)
         return result
 
-    async def _download_all(self, items: list[dict], tracing_id: str) -> list[bytes]:
+    def _nothing_delivered(self, result: "GenerationResult") -> DownloadError:
+        missing = result.missing
+        if len(missing) == 1:
+            message = f"the image could not be delivered: {missing[0].reason}"
+        else:
+            message = f"none of the {len(missing)} images could be delivered: " + "; ".join(map(str, missing))
+        urls = [m.url for m in missing if m.url and not m.url.startswith("data:")]
+        message += "; the call was charged and is in the ledger"
+        if urls:
+            message += " with the image URLs (also in error.urls; fetch them while they live)"
+        statuses = {m.status for m in missing}
+        error = DownloadError(message, status=statuses.pop() if len(statuses) == 1 else None,
+                              tracing_id=result.tracing_id)
+        error.urls, error.missing, error.result = urls, list(missing), result
+        return error
+
+    def _shown_url(self, url: Any) -> str | None:
+        """An image URL as kept in the result, the error and the ledger: absolute, without the key,
+        and a ``data:`` URL shortened to its header."""
+        if not isinstance(url, str) or not url.strip():
+            return None
+        url = url.strip()
+        if url[:5].lower() == "data:":
+            head = url.partition(",")[0]
+            return f"data:{head[5:60]},… ({len(url):,} characters)"  # "data:" in lower case, as tested below
+        try:
+            url = str(httpx.URL(self.base_url).join(url))
+        except (httpx.InvalidURL, ValueError, TypeError):
+            pass
+        return self._redact(url)
+
+    async def _download_all(self, items: list[dict], tracing_id: str) -> "list[bytes | _Missing]":
+        """Every image's bytes, or why it is missing, in order: one failure never costs the others."""
         sem = asyncio.Semaphore(config.DOWNLOAD_CONCURRENCY)
 
-        async def one(item: dict) -> bytes:
-            if item.get("b64_json"):
-                import base64
-                import binascii
-
-                try:
-                    return base64.b64decode(item["b64_json"], validate=True)
-                except (binascii.Error, ValueError):
-                    raise DownloadError("an image came back as invalid base64", tracing_id=tracing_id) from None
-            async with sem:
-                return await self._download(item["url"], tracing_id)
+        async def one(item: dict) -> "bytes | _Missing":
+            try:
+                return await self._image_bytes(item, tracing_id, sem)
+            except _Missing as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 - an unforeseen failure is this image's, not the call's
+                return _Missing(f"unexpected error ({type(exc).__name__}: {self._redact(str(exc))[:120]})")
 
         return list(await asyncio.gather(*(one(it) for it in items)))
+
+    async def _image_bytes(self, item: dict, tracing_id: str, sem: asyncio.Semaphore) -> bytes:
+        """One image: inline (``b64_json`` or a ``data:`` URL) decoded; a URL (absolute, or relative
+        to the API's base URL) downloaded on the key-less client. Raises _Missing with the reason."""
+        from . import images
+
+        url, b64 = item.get("url"), item.get("b64_json")
+        if b64:
+            try:
+                text = str(b64).strip()
+                return images.decode_data_url(text)[1] if text[:5].lower() == "data:" else images.decode_base64(text)
+            except ValueError:
+                if not url:
+                    raise _Missing("the inline image (b64_json) is not valid base64") from None
+        if not isinstance(url, str) or not url.strip():
+            raise _Missing(f"the answer gave no usable image URL ({type(url).__name__})")
+        url = url.strip()
+        if url[:5].lower() == "data:":
+            try:
+                return images.decode_data_url(url)[1]
+            except ValueError as exc:
+                raise _Missing(f"the data: URL cannot be decoded ({exc})") from None
+        try:
+            absolute = httpx.URL(self.base_url).join(url)  # a relative URL: against the API's base URL
+        except (httpx.InvalidURL, ValueError, TypeError):
+            raise _Missing("the image URL is malformed") from None
+        if absolute.scheme not in ("http", "https") or not absolute.host:
+            raise _Missing(f"the image URL is not http(s) ({absolute.scheme or 'no scheme'})")
+        if self._key is not None and self._key.reveal() in str(absolute):
+            raise _Missing("the image URL contains the API key; it was not fetched")
+        async with sem:
+            return await self._download(str(absolute), tracing_id)
 
     async def _fetch(self, url: str) -> tuple[httpx.Response, bytes]:
         """GET one URL on the key-less client. A 200 with a Content-Length is read into one buffer
@@ -656,7 +757,9 @@ class AsyncShark:
             return response, bytes(buf)
 
     async def _download(self, url: str, tracing_id: str) -> bytes:
-        """Fetch one signed URL, with no key, retrying transient failures."""
+        """Fetch one signed URL, with no key, retrying transient failures: transport errors, a
+        cut or empty body, 5xx and 429 (honouring ``Retry-After`` as the API path does).
+        Raises _Missing with the reason."""
         attempt = 0
         while True:
             try:
@@ -671,20 +774,49 @@ class AsyncShark:
                     await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
                     attempt += 1
                     continue
-                raise DownloadError(f"could not download an image ({type(exc).__name__}); the call was charged "
-                                    "and is in the ledger", tracing_id=tracing_id) from None
-            if response.status_code == 200 and data and _image_looks_complete(data):
+                raise _Missing(f"the download failed ({type(exc).__name__}"
+                               f"{f', {attempt + 1} attempts' if attempt else ''})") from None
+            status = response.status_code
+            if status == 200 and data and _image_looks_complete(data):
                 return data
-            cut = response.status_code == 200 and bool(data)  # a cut image with a matching length
-            if (cut or response.status_code >= 500) and attempt < self.max_retries:
-                await self._sleep(retry.backoff_delay(attempt, rng=self._rng))
+            if (status == 200 or status >= 500 or retry.should_retry_status(
+                    status, attempt=attempt, max_retries=self.max_retries)) and attempt < self.max_retries:
+                retry_after = retry.parse_retry_after(response.headers.get("retry-after"))
+                await self._sleep(retry.backoff_delay(attempt, retry_after, rng=self._rng))
                 attempt += 1
                 continue
-            why = ("the image arrived truncated" if cut else
-                   "the signed URL has expired or was refused" if response.status_code in (401, 403)
-                   else f"HTTP {response.status_code}" + (" with an empty body" if not data else ""))
-            raise DownloadError(f"could not download an image: {why}; the call was charged and is in the ledger",
-                                status=response.status_code, tracing_id=tracing_id)
+            tries = f", {attempt + 1} attempts" if attempt else ""
+            why = (("the image arrived truncated" if data else "the file host sent an empty image") + tries
+                   if status == 200 else
+                   f"the signed URL has expired or was refused (HTTP {status})" if status in (401, 403)
+                   else f"the file host answered HTTP {status}{' with an empty body' if not data else ''}{tries}")
+            raise _Missing(why, status=None if status == 200 else status)
+
+
+class _Missing(Exception):
+    """Why one image of an answer could not be delivered (becomes a MissingImage)."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+def _count_notes(answer: dict, items: list[dict], asked: int) -> list[str]:
+    """What the user must hear about the number of images: more or fewer than asked, or entries
+    of ``data`` that held no image. Never silent: these go on the result and in the ledger."""
+    notes = []
+    if len(items) > asked:
+        notes.append(f"the gateway sent {len(items)} images for n={asked}: all are delivered; the credit it "
+                     "reports may cover all of them")
+    elif 0 < len(items) < asked:
+        notes.append(f"the gateway sent {len(items)} image{'s' if len(items) != 1 else ''} for n={asked}")
+    data = answer.get("data")
+    if isinstance(data, list) and items:
+        empty = len(data) - len(_image_items({"data": data}))
+        if empty > 0:
+            notes.append(f"the answer listed {empty} entr{'ies' if empty != 1 else 'y'} without an image "
+                         "(no url or b64_json)")
+    return notes
 
 
 def _image_looks_complete(data: bytes) -> bool:
@@ -721,7 +853,28 @@ def _image_items(answer: dict) -> list[dict]:
 
 
 def _credit(answer: dict) -> float | None:
-    return _finite(answer.get("credit"))
+    """The credit to count: a plausible number, else None (unknown); see ``ledger.credit_rule``."""
+    return credit_rule(answer.get("credit"))[0]
+
+
+def _credit_report(answer: dict) -> dict:
+    """For the ledger: the raw credit and why it is not counted, when it is not (else {})."""
+    raw = answer.get("credit")
+    note = credit_rule(raw)[1]
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raw = str(raw)  # NaN / Infinity: kept as the text JSON can hold
+    return {"credit_reported": raw, "credit_note": note} if note else {}
+
+
+def _clean_error(exc: SharkError) -> SharkError:
+    """The error with lone surrogates in its text replaced (the gateway's message may hold
+    them): it can then be printed, logged and written to the ledger."""
+    for name in ("message", "type", "code"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            setattr(exc, name, clean_text(value))
+    exc.args = tuple(clean_text(a) for a in exc.args)
+    return exc
 
 
 def _finite(value: Any) -> float | None:
@@ -743,8 +896,7 @@ def _credits_header(remaining: float) -> str:
 
 
 def _excerpt(body: bytes, limit: int = 80) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return excerpt(body, limit)  # redacted first, then cut
 
 
 def _positive(name: str, value: Any) -> float:
@@ -792,17 +944,24 @@ class _LoopThread:
 
     @classmethod
     def run(cls, coro: Awaitable[T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, cls.loop())  # type: ignore[arg-type]
+        ended = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())
         try:
             return future.result()
         except KeyboardInterrupt:
             # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
-            # and records the call) and give it a moment to do so.
+            # and records the call) and give it a moment to do so. (A cancelled future's result()
+            # returns at once, before the coroutine has run its except/finally blocks: wait for
+            # the coroutine itself.)
             future.cancel()
-            try:
-                future.result(timeout=10)
-            except BaseException:
-                pass
+            ended.wait(10)
             raise
 
 
@@ -858,16 +1017,25 @@ class Shark:
     def close(self) -> None:
         _LoopThread.run(self._async.aclose())
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Any = sys.is_finalizing, _schedule: Any = asyncio.run_coroutine_threadsafe,
+                _threads: Any = _LoopThread) -> None:
         # A client dropped without close() (common in notebooks): close its connections on the
-        # loop thread, without waiting, instead of leaving sockets open until exit.
-        aio = getattr(self, "_async", None)
-        loop = _LoopThread._loop
-        if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
-            return
+        # loop thread, without waiting, instead of leaving sockets open until exit. Never at
+        # interpreter shutdown (the OS closes the sockets; module globals may already be None,
+        # hence the names bound as defaults), and never a word on stderr.
         try:
-            asyncio.run_coroutine_threadsafe(aio.aclose(), loop)
-        except RuntimeError:  # the loop is shutting down with the interpreter
+            if _finalizing():
+                return
+            aio = getattr(self, "_async", None)
+            loop = _threads._loop
+            if aio is None or (aio._http is None and aio._downloads is None) or loop is None or not loop.is_running():
+                return
+            coro = aio.aclose()
+            try:
+                _schedule(coro, loop)
+            except BaseException:  # the loop is shutting down with the interpreter
+                coro.close()
+        except Exception:  # noqa: BLE001 - a finaliser must not raise
             pass
 
     def __enter__(self) -> "Shark":

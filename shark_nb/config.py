@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ValidationError
+from .errors import ValidationError, remember_secret
 
 # --- defaults (one place for every number that shapes behaviour) -------------------------------
 DEFAULT_BASE_URL = "https://shark.ai/api/v1"
@@ -41,10 +41,11 @@ _offline_announced = False
 class Secret:
     """A string that never shows itself in a repr, str, log or traceback."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "__weakref__")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember_secret(self)  # while it lives, every error and ledger line is redacted of it
 
     def reveal(self) -> str:
         return self._value
@@ -105,7 +106,7 @@ def check_base_url(url: object) -> str:
     """https anywhere; plain http only on this machine (the key would otherwise travel in clear)."""
     if not isinstance(url, str) or not url.strip():
         raise ValidationError("base_url", url, "an https:// URL such as " + repr(DEFAULT_BASE_URL))
-    url = url.strip().rstrip("/")
+    url_given, url = url, url.strip().rstrip("/")
     if url[:3].lower() == "sk-":  # a key pasted into SHARK_BASE_URL: say so without echoing it
         raise ValidationError("base_url", "<hidden>", "an https:// URL such as " + repr(DEFAULT_BASE_URL),
                               detail="it looks like an API key (put the key in SHARK_API_KEY)")
@@ -119,7 +120,12 @@ def check_base_url(url: object) -> str:
         # never echo the user-info: it is often the key itself
         raise ValidationError("base_url", _redact_url(url), "a URL without credentials in it (pass api_key=)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError("base_url", _redact_url(url), "an https:// URL such as " + repr(DEFAULT_BASE_URL))
+        given = url_given.strip()
+        detail = ("it has no https:// in front" if "://" not in given else
+                  f"the {parts.scheme}: scheme is not supported" if parts.scheme not in ("http", "https") else
+                  "it has no host name")
+        raise ValidationError("base_url", _redact_url(given), "an https:// URL such as " + repr(DEFAULT_BASE_URL),
+                              detail=detail)
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         # paths are appended to the base URL: a query would swallow them (and may hold a secret)
         raise ValidationError("base_url", _redact_url(url), "a URL without ?query or #fragment, such as "
@@ -181,11 +187,21 @@ def resolve(api_key: object = None, base_url: object = None, offline: bool | Non
 
 OFFLINE_NOTICE = ("shark_nb: no API key found (SHARK_API_KEY or shark_nb.set_key()) — using the "
                   "offline simulator: images are synthetic and nothing is charged.")
+_OFFLINE_TAIL = " — using the offline simulator: images are synthetic and nothing is charged."
+
+
+def offline_reason() -> str:
+    """Why this process is offline, in words: the banner must not say "no key" when there is one."""
+    if _env_flag("SHARK_OFFLINE"):
+        return f"SHARK_OFFLINE={os.environ.get('SHARK_OFFLINE', '').strip()} is set"
+    if os.environ.get("SHARK_API_KEY") or _session_key is not None:
+        return "offline mode was asked for (offline=True)"
+    return "no API key found (SHARK_API_KEY or shark_nb.set_key())"
 
 
 def announce_offline() -> None:
-    """Say once per process that we are offline."""
+    """Say once per process that we are offline, and why."""
     global _offline_announced
     if not _offline_announced:
         _offline_announced = True
-        print(OFFLINE_NOTICE, file=sys.stderr)
+        print("shark_nb: " + offline_reason() + _OFFLINE_TAIL, file=sys.stderr)

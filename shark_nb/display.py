@@ -142,7 +142,10 @@ class Gallery:
         self.full = full
         self.quality = quality
         self.base = Path(base) if base is not None else Path.cwd()
-        self.notes = list(notes)
+        # images the call paid for that did not arrive, and the result's own notes, are shown too
+        self.missing = list(getattr(result, "missing", None) or [])
+        result_notes = result._notes() if hasattr(result, "_notes") else []
+        self.notes = list(result_notes) + [n for n in notes if n not in result_notes]
         # the session total is read now: the gallery shows the state right after this call
         self._session = ledger.summary() if ledger is not None and hasattr(ledger, "summary") else None
         self._html: str | None = None
@@ -152,8 +155,13 @@ class Gallery:
     # -- pieces --------------------------------------------------------------------------
     def _credit_share(self) -> float | None:
         credit = getattr(self.result, "credit", None)
-        n = len(self.images)
+        n = len(self.images) + len(self.missing)  # the credit covers the missing images too
         return None if credit is None or not n else credit / n
+
+    def _number(self, i: int, image: Any) -> int:
+        """An image's number: its place in the answer when some are missing (so "#3 missing"
+        and "#2" do not clash), else its place in the gallery."""
+        return getattr(image, "index", i) + 1 if self.missing else i + 1
 
     def _img_tag(self, image: Any, alt: str) -> str:
         esc = html.escape
@@ -188,8 +196,8 @@ class Gallery:
                         f"{esc(shown)}</a>")
         else:
             caption += "<br><i>not saved</i>"
-        if len(self.images) > 1:
-            caption = f"#{i + 1} · " + caption
+        if len(self.images) + len(self.missing) > 1:
+            caption = f"#{self._number(i, image)} · " + caption
         return (f'<figure style="margin:0 8px 8px 0">{self._img_tag(image, alt)}'
                 f'<figcaption style="font-size:11px;color:#555;line-height:1.4">{caption}</figcaption>'
                 "</figure>")
@@ -211,8 +219,11 @@ class Gallery:
             esc = html.escape
             self.embedded_bytes = 0
             share = self._credit_share()
-            figures = [self._figure(i, im, share) for i, im in enumerate(self.images)] or \
-                ['<div style="color:#666">no images</div>']
+            figures = [self._figure(i, im, share) for i, im in enumerate(self.images)]
+            figures += [f'<figure style="margin:0 8px 8px 0"><div style="padding:1em;border:1px dashed #c62828;'
+                        f'color:#c62828;font-size:12px;max-width:{_TILE_PX_MANY}px">#{m.index + 1} missing: '
+                        f'{esc(m.reason)}</div></figure>' for m in self.missing]
+            figures = figures or ['<div style="color:#666">no images</div>']
             prompt = getattr(self.result, "prompt", "")
             head = (f'<div style="font-size:12px;margin-bottom:4px;color:#333">'
                     f'{esc(_short(prompt, 300))}</div>') if prompt else ""
@@ -226,14 +237,16 @@ class Gallery:
 
     def to_text(self) -> str:
         n = len(self.images)
-        lines = [f"{n} image{'s' if n != 1 else ''}" + (f" for {_short(getattr(self.result, 'prompt', ''), 60)!r}"
+        count = f"{n} of {n + len(self.missing)} images" if self.missing else f"{n} image{'s' if n != 1 else ''}"
+        lines = [count + (f" for {_short(getattr(self.result, 'prompt', ''), 60)!r}"
                                                       if getattr(self.result, "prompt", "") else "")]
         share = self._credit_share()
         for i, (im, path) in enumerate(zip(self.images, self.paths)):
             w, h = im.size
             where = str(path) if path is not None else "not saved"
-            lines.append(f"  #{i + 1} {w}x{h} {str(getattr(im, 'format', '?')).upper()} "
+            lines.append(f"  #{self._number(i, im)} {w}x{h} {str(getattr(im, 'format', '?')).upper()} "
                          f"{fmt_credit(share, usd=False) if share is not None else 'credit unknown'} -> {where}")
+        lines += [f"  #{m.index + 1} missing: {m.reason}" for m in self.missing]
         footer = f"this call: {fmt_credit(getattr(self.result, 'credit', None))}"
         if self._session is not None:
             footer += f" · session: {self._session}"

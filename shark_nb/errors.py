@@ -25,8 +25,13 @@ Every message is short and names what to do; none ever contains the API key.
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import threading
+import weakref
 from typing import Any, Iterable
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "SharkError",
@@ -49,6 +54,8 @@ __all__ = [
     "TaskFailedError",
     "TaskCancelledError",
     "error_from_response",
+    "redact",
+    "excerpt",
 ]
 
 
@@ -68,14 +75,17 @@ class SharkError(Exception):
         tracing_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # Every text field may come from the server (which can echo the key): redacted here, once,
+        # for every error shark_nb raises.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         if type is not None:
-            self.type = type
-        self.code = code
-        self.tracing_id = tracing_id
+            self.type = redact(type)
+        self.code = redact(code) if code is not None else None
+        self.tracing_id = redact(tracing_id) if tracing_id is not None else None
         self.retry_after = retry_after
 
     def __str__(self) -> str:
@@ -181,9 +191,18 @@ class APITimeoutError(APIConnectionError):
 
 
 class DownloadError(SharkError):
-    """A generated image could not be downloaded. The call itself was answered (and charged)."""
+    """No generated image could be delivered. The call itself was answered (and charged).
+
+    Raised only when *none* of a call's images arrived (when some did, the call returns a
+    :class:`~shark_nb.results.GenerationResult` whose ``.missing`` lists the others).
+    ``urls``: every image URL of the call, to fetch while they live; ``missing``: why each image
+    is missing; ``result``: the (empty) result with the credit and tracing id.
+    """
 
     type = "download_error"
+    urls: "list[str] | tuple" = ()
+    missing: "list | tuple" = ()
+    result = None
 
 
 class TaskFailedError(SharkError):
@@ -248,9 +267,106 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     return text
 
 
-def _excerpt(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
+# --- redaction: the one place that removes the API key from text ------------------------------
+
+REDACTED = "[secure]"
+#: A run of this many characters of the key (prefix, suffix or middle) counts as a leak.
+MIN_FRAGMENT = 8
+#: Longest text redacted as a whole; longer server bodies are cut to this first (still redacted
+#: before the final, shorter cut, so a key crossing that cut cannot leave a piece behind).
+_REDACT_SCAN = 65536
+_live_secrets: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# "Bearer <token>" in any case, also URL-encoded (Bearer%20…, Bearer+…): a credential-looking token
+# (8+ token characters with a digit, "-" or "_") is masked even when it is not this process's key.
+_BEARER = re.compile(r"(?i)\b(bearer(?:\s+|%20|\+))(?=[A-Za-z0-9._~+/=%-]*[0-9_-])[A-Za-z0-9._~+/=%-]{8,}")
+
+
+def remember_secret(secret: Any) -> None:
+    """Register a key holder (an object with ``reveal()``, i.e. :class:`config.Secret`): while it is
+    alive, :func:`redact` removes its key from every error, ledger line and excerpt."""
+    with _live_lock:
+        _live_secrets.add(secret)
+
+
+def _key_forms(key: str) -> set[str]:
+    """The spellings a server may echo a key in: raw, JSON-escaped (also with ``\\/``), repr- or
+    backslash-escaped, URL-encoded and HTML-escaped."""
+    json_form = json.dumps(key)[1:-1]
+    forms = {key, json_form, json_form.replace("/", "\\/"), repr(key)[1:-1], key.replace("\\", "\\\\"),
+             quote(key, safe=""), quote(key), quote_plus(key, safe=""), html.escape(key)}
+    return {f.translate(_ASCII_LOWER) for f in forms if f}
+
+
+def redact(text: Any, secrets: Iterable[str] = ()) -> Any:
+    """``text`` with the API key removed: every live key (see :func:`remember_secret`) and every
+    string in ``secrets``, in any of the forms of :func:`_key_forms`, matched without regard to
+    ASCII case, and any piece of it of :data:`MIN_FRAGMENT`+ characters (a prefix left by a cut, a
+    suffix, a middle), each run replaced by ``[secure]``; and ``Bearer <token>``. Non-strings are
+    returned as they are. Redact *before* cutting or escaping text, never after."""
+    if not isinstance(text, str) or not text:
+        return text
+    if "earer" in text.lower():
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    with _live_lock:
+        keys = {s.reveal() for s in list(_live_secrets)}
+    keys.update(s for s in secrets if s)
+    if keys:
+        low = text.translate(_ASCII_LOWER)  # same length as text, so positions carry over
+        needles: set[str] = set()
+        for key in keys:
+            for form in _key_forms(key):
+                if len(form) <= MIN_FRAGMENT:
+                    needles.add(form)
+                else:
+                    needles.update(form[i:i + MIN_FRAGMENT] for i in range(len(form) - MIN_FRAGMENT + 1))
+        spans = []
+        for needle in needles:
+            start = low.find(needle)
+            while start != -1:
+                spans.append((start, start + len(needle)))
+                start = low.find(needle, start + 1)
+        if spans:
+            spans.sort()
+            out, pos, end = [], 0, -1
+            for a, b in spans:
+                if a > end:  # a new run
+                    if end >= 0:
+                        out.append(REDACTED)
+                    out.append(text[pos:a])
+                    end = b
+                else:
+                    end = max(end, b)
+                pos = end
+            out.append(REDACTED)
+            out.append(text[pos:])
+            text = "".join(out)
+    return text
+
+
+def redact_all(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """:func:`redact` applied to every string inside dicts, lists and tuples (a ledger entry)."""
+    secrets = tuple(secrets)
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact_all(k, secrets): redact_all(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_all(v, secrets) for v in value)
+    return value
+
+
+def excerpt(text: str | bytes, limit: int = 120, secrets: Iterable[str] = ()) -> str:
+    """A short one-line excerpt of server text for a message: redacted first, on the raw text,
+    then whitespace collapsed and cut to ``limit`` characters (quote it with ``!r`` after)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text[: _REDACT_SCAN * 4]).decode("utf-8", "replace")
+    text = " ".join(redact(text[:_REDACT_SCAN], secrets).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_excerpt = excerpt
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
@@ -289,17 +405,22 @@ def error_from_response(
     cls = _BY_TYPE.get(etype or "") or _BY_STATUS.get(status)
     if cls is None:
         cls = ProviderError if status >= 500 else InvalidRequestError if status >= 400 else APIError
+    secrets = tuple(secrets)
     if message is None:
-        text = body.decode("utf-8", "replace").strip() if body else ""
-        if text:
-            message = f"the gateway answered HTTP {status} with a non-JSON body: {_excerpt(text)!r}"
-        else:
+        text = excerpt(body, secrets=secrets) if body else ""
+        if not text:
             message = f"the gateway answered HTTP {status} with an empty body"
+        else:
+            try:
+                json.loads(body)
+                what = "a JSON body without the error envelope"
+            except (ValueError, UnicodeDecodeError):
+                what = "a non-JSON body"
+            message = f"the gateway answered HTTP {status} with {what}: {text!r}"
     hint = _HINTS.get(cls)
     if hint and hint not in message:
         message = f"{message} — {hint}"
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[secure]")
+    # everything the server sent is redacted (the message, and the type and code it names)
+    message, etype, code = (redact(x, secrets) for x in (message, etype, code))
     return cls(message, status=status, type=etype or cls.type, code=code, tracing_id=tracing_id,
                retry_after=retry_after)

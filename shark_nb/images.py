@@ -392,6 +392,32 @@ def _check_http_url(url: str, field: str) -> str:
     return url
 
 
+def decode_base64(text: str) -> bytes:
+    """Lenient base64 (inputs' data: URLs, and images the gateway sends inline): whitespace,
+    percent-encoding, the URL-safe alphabet and missing padding are tolerated; anything else
+    raises ValueError."""
+    clean = re.sub(r"\s+", "", str(text))
+    if "%" in clean:
+        clean = unquote_to_bytes(clean).decode("ascii", "replace")
+    clean = clean.replace("-", "+").replace("_", "/")  # tolerate URL-safe base64
+    clean += "=" * (-len(clean) % 4)
+    try:
+        return base64.b64decode(clean, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the base64 cannot be decoded") from None
+
+
+def decode_data_url(url: str) -> tuple[str, bytes]:
+    """(media type, bytes) of a ``data:`` URL, base64 or percent-encoded; ValueError if malformed."""
+    head, sep, payload = str(url).partition(",")
+    if not sep or head[:5].lower() != "data:":
+        raise ValueError("a data: URL needs a comma before its payload")
+    params = [p.strip().lower() for p in head[5:].split(";")]
+    if "base64" in params[1:]:
+        return params[0], decode_base64(payload)
+    return params[0], unquote_to_bytes(payload)
+
+
 def _decode_data_url(url: str, field: str) -> bytes:
     head, sep, payload = url.partition(",")
     if not sep:
@@ -408,14 +434,9 @@ def _decode_data_url(url: str, field: str) -> bytes:
         if len(payload) * 3 // 4 > MAX_INPUT_BYTES + 3:
             raise ValidationError(field, url, _ALLOWED_INPUT,
                                   detail=f"it is about {len(payload) * 3 / 4e6:,.1f} MB")
-        clean = re.sub(r"\s+", "", payload)
-        if "%" in clean:
-            clean = unquote_to_bytes(clean).decode("ascii", "replace")
-        clean = clean.replace("-", "+").replace("_", "/")  # tolerate URL-safe base64
-        clean += "=" * (-len(clean) % 4)
         try:
-            return base64.b64decode(clean, validate=True)
-        except (binascii.Error, ValueError):
+            return decode_base64(payload)
+        except ValueError:
             raise ValidationError(field, url, "a data: URL with valid base64",
                                   detail="the base64 payload cannot be decoded") from None
     if len(payload) > 3 * MAX_INPUT_BYTES:

@@ -14,7 +14,13 @@ Users pay for every call, so the ledger is built so that no charged call is ever
   and the budget still see it), a :class:`LedgerWarning` is issued, and the write is retried
   with the next record (:attr:`Ledger.unsaved` counts what is waiting).
 * **Reading is forgiving.** :meth:`Ledger.load` skips a torn last line (and any other line that
-  is not a JSON object) with a warning, never an exception, and keeps every other line.
+  is not a JSON object, nests past json's recursion limit or is over 4 MB) with a warning, never
+  an exception, counts them in :attr:`Ledger.skipped`, and keeps every other line. Bytes that are
+  not UTF-8 cost only those characters (U+FFFD). A field of an odd type (``"outcome": ["ok"]``,
+  ``"credit": "abc"``, ``"params": 5``) is coerced or ignored by every reader; a damaged outcome
+  counts as "may have been charged".
+* **Any text can be written.** Lone surrogates (``'\\udcff'``) in any key or value, nested or
+  not, are stored as U+FFFD (:func:`clean_text`) instead of failing the write.
 
 Record schema (one JSON object a line; the client writes these)::
 
@@ -28,13 +34,18 @@ Record schema (one JSON object a line; the client writes these)::
      "inputs": [{"role": "image"|"mask", "bytes", "sha256", "width", "height", "format"}
                 | {"role": "image"|"mask", "url"}],
      "task_id": str | null,       # async task id (wait="task")
-     "outcome": "ok" | "sending" | "pending" | "unknown" | "<error type>" | "cancelled",
+     "outcome": "ok" | "sending" | "pending" | "unknown" | "<error type>" | "cancelled"
+                | "not_sent" | "settled",
                                   # "sending": written before the request leaves (write-ahead);
-                                  # a session that stopped mid-call keeps it, at its estimate
+                                  # a session that stopped mid-call keeps it, at its estimate.
+                                  # "not_sent": interrupted while waiting to (re)try: nothing charged.
+                                  # "settled": booked by the user with Ledger.settle()
      "status": int | null,        # HTTP status of the final answer
      "images": int,               # images delivered
      "usage": {"input_tokens", "output_tokens", "total_tokens"} | null,
      "credit": float | null,      # as reported by the gateway; null = UNKNOWN, never 0
+     "credit_reported": any,      # only when the gateway's credit is not counted as it stands
+     "credit_note": str,          #   (negative, not a number, absurd): the raw value and why
      "usd": float | null,         # credit / 10,000
      "estimate_credit": float,    # the pre-call estimate (pricing.estimate_credit)
      "latency_s": float,
@@ -55,8 +66,15 @@ Money:
   :attr:`~Ledger.committed_credits`, the conservative figure the budget is checked against.
   A client that stops waiting on a task whose cancel was refused should write ``"unknown"``
   (with the ``task_id``), not ``"cancelled"``.
-* Outcomes ``budget_exceeded`` and ``validation_error`` are client-side refusals: nothing was sent,
-  and they are not counted in :attr:`~Ledger.calls`.
+* Outcomes ``budget_exceeded``, ``validation_error`` and ``not_sent`` mean nothing was sent (or
+  nothing was done: a call interrupted while it waited out a 429): not counted in :attr:`~Ledger.calls`.
+* A reported credit counts only if it is a number from 0 to :data:`MAX_CREDIT_PER_CALL`
+  (:func:`credit_rule`). A negative, non-finite or non-numeric one is unknown (counted at the
+  estimate); one above the ceiling is counted at the ceiling. So a strange report never
+  loosens the budget. A negative ``estimate_credit`` counts as 0.
+* :meth:`Ledger.reserve` checks the budget and writes the write-ahead line in one step under the
+  ledger's lock: threads and event loops sharing a ledger cannot together overspend it.
+  :meth:`Ledger.settle` books the real cost of a call of unknown cost (:attr:`Ledger.unsettled`).
 """
 
 from __future__ import annotations
@@ -92,13 +110,26 @@ __all__ = [
     "SCHEMA_VERSION",
     "MAY_BE_CHARGED",
     "CLIENT_REFUSALS",
+    "MAX_CREDIT_PER_CALL",
+    "clean_text",
+    "credit_rule",
 ]
 
 SCHEMA_VERSION = 1
 #: Outcomes that may have been charged; with a null credit their cost is unknown.
 MAY_BE_CHARGED = frozenset({"ok", "sending", "pending", "unknown", "timeout", "download_error", None})
 #: Outcomes where the client refused before sending anything: not calls.
-CLIENT_REFUSALS = frozenset({"budget_exceeded", "validation_error"})
+CLIENT_REFUSALS = frozenset({"budget_exceeded", "validation_error", "not_sent"})
+#: The largest credit one call is believed to cost: 10,000,000 credit = US$1,000 (the priciest
+#: gpt-image-2 call, n=4 at 2048x2048 high, is about 70,000). A reported credit above it is kept
+#: in the record but counted at this ceiling (see :func:`credit_rule`).
+MAX_CREDIT_PER_CALL = 10_000_000.0
+#: A line longer than this is not parsed (a damaged file; a real record is a few KB).
+MAX_LINE_BYTES = 4 * 1024 * 1024
+#: Nesting deeper than this inside a record is replaced by a marker (real records nest 3 deep).
+_MAX_DEPTH = 32
+#: Fields that hold text; another JSON type there (a damaged line) is stored as its JSON text.
+_TEXT_FIELDS = ("call_id", "tracing_id", "model", "prompt", "time", "task_id", "error", "polling_url")
 #: Rows shown by the HTML repr.
 HTML_MAX_ROWS = 50
 
@@ -183,20 +214,44 @@ def _encode(entry: dict) -> bytes:
             + "\n").encode("utf-8")
 
 
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe copy: non-finite floats become None, unknown objects their str()."""
-    if value is None or isinstance(value, (str, bool, int)):
+def clean_text(value: Any) -> Any:
+    """``value`` with every lone surrogate (``'\\udcff'``: text decoded from bytes that were not
+    UTF-8, or a JSON ``\\ud83e`` escape cut in half) replaced by U+FFFD, in strings, dict keys and
+    nested lists/dicts; a surrogate *pair* becomes the character it encodes. Other values are
+    returned as they are. Such text cannot be written as UTF-8, so anything from outside (a
+    gateway answer, an error message) goes through this before it is stored or shown."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy: non-finite floats become None, text is cleaned of lone surrogates,
+    unknown objects become their str(), nesting deeper than ``_MAX_DEPTH`` a marker."""
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        return clean_text(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
+        return "<nested too deeply>"
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {clean_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        return clean_text(os.fspath(value))
     if hasattr(value, "__index__"):  # numpy integers and the like
         try:
             return int(value.__index__())
@@ -204,16 +259,33 @@ def _jsonable(value: Any) -> Any:
             pass
     try:
         f = float(value)  # numpy floats and the like
-    except (TypeError, ValueError):
-        return str(value)
+    except (TypeError, ValueError, OverflowError):
+        return clean_text(str(value))
     return f if math.isfinite(f) else None
+
+
+def _normalise(entry: Mapping) -> dict:
+    """A record every reader can rely on, whatever the line held: JSON-safe (see
+    :func:`_jsonable`), text fields as text, ``outcome`` a string or None (a damaged outcome
+    such as ``["ok"]`` becomes None: "may have been charged", the conservative reading)."""
+    out = _jsonable(dict(entry))
+    for k in _TEXT_FIELDS:
+        v = out.get(k)
+        if v is not None and not isinstance(v, str):
+            out[k] = json.dumps(v, ensure_ascii=False)
+    if not isinstance(out.get("outcome"), (str, type(None))):
+        out["outcome"] = None
+    return out
 
 
 def _number(value: Any) -> float | None:
     """A finite float, or None for null / non-numbers (a bool is not a number here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
     return f if math.isfinite(f) else None
 
 
@@ -239,8 +311,79 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+def credit_rule(reported: Any) -> tuple[float | None, str | None]:
+    """How a credit the gateway reported is counted: ``(credit, note)``.
+
+    * a finite number from 0 to :data:`MAX_CREDIT_PER_CALL` (or such a number as text, "300"):
+      counted as it is, no note;
+    * nothing reported (None): unknown, no note;
+    * negative, NaN/infinite, not a number, or above the ceiling: the credit is **unknown**
+      (``None``) and the note says why. The raw value is kept in the record as
+      ``credit_reported`` for a dispute, and the budget counts the call at its estimate — or at
+      the ceiling when the report was above it — so a strange report can never loosen the budget.
+    """
+    if reported is None:
+        return None, None
+    value = reported
+    if isinstance(reported, str):
+        try:
+            value = float(reported.strip())
+        except ValueError:
+            return None, "the gateway reported a credit that is not a number"
+    n = _number(value)
+    if n is None:
+        why = "not a finite number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not a number"
+        return None, f"the gateway reported a credit that is {why}"
+    if n < 0:
+        return None, "the gateway reported a negative credit; counted at the estimate"
+    if n > MAX_CREDIT_PER_CALL:
+        return None, (f"the gateway reported {_fmt_num(n)} credit, above the {_fmt_num(MAX_CREDIT_PER_CALL)} "
+                      "a call can plausibly cost; counted at that ceiling")
+    return n, None
+
+
+def _credit_of(r: Mapping) -> float | None:
+    """The credit a record counts with: its ``credit`` if plausible (see :func:`credit_rule`)."""
+    c = _number(r.get("credit"))
+    return c if c is not None and 0 <= c <= MAX_CREDIT_PER_CALL else None
+
+
+def _above_ceiling(r: Mapping) -> bool:
+    for key in ("credit", "credit_reported"):
+        v = r.get(key)
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (v > MAX_CREDIT_PER_CALL or v == math.inf):
+            return True
+    return False
+
+
+def _suspect_credit(r: Mapping) -> bool:
+    """The gateway said something about the credit that is not counted as it stands."""
+    if r.get("outcome") == "settled":
+        return False
+    if r.get("credit_reported") is not None:
+        return True
+    return r.get("credit") is not None and _credit_of(r) is None
+
+
 def _may_be_charged_unknown(r: Mapping) -> bool:
-    return _number(r.get("credit")) is None and r.get("outcome") in MAY_BE_CHARGED
+    if _credit_of(r) is not None:
+        return False
+    return r.get("outcome") in MAY_BE_CHARGED or _above_ceiling(r)
+
+
+def _unknown_charge(r: Mapping) -> float:
+    """What the budget counts for a call of unknown cost: its estimate (never negative), or the
+    ceiling when the gateway reported a credit above it."""
+    if not _may_be_charged_unknown(r):
+        return 0.0
+    est = _number(r.get("estimate_credit"))
+    est = est if est is not None and est > 0 else 0.0
+    return max(est, MAX_CREDIT_PER_CALL) if _above_ceiling(r) else est
 
 
 # -------------------------------------------------------------------------------------- ledger
@@ -257,6 +400,8 @@ class Ledger:
         self._anon = 0
         self._budget: float | None = None
         self.budget = budget
+        #: Lines of the file that could not be read as a record when it was opened (each warned).
+        self.skipped = 0
         if self._path.is_file():
             self._read_file()
 
@@ -317,16 +462,67 @@ class Ledger:
             stored["call_id"] = uuid.uuid4().hex
         try:
             line = _encode(stored)
-        except (TypeError, ValueError) as exc:
-            stored = _jsonable(stored)
+            if not isinstance(stored.get("outcome"), (str, type(None))):
+                raise ValueError("the outcome is not text")
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Never lose the record over a value: the gateway's strings can hold lone surrogates
+            # (UnicodeEncodeError is a ValueError), numpy numbers, NaN, deep nesting...
+            stored = _normalise(stored)
             line = _encode(stored)
-            warnings.warn(f"ledger record {stored['call_id']} had values JSON cannot hold ({exc}); "
-                          "they were stored as null or text", LedgerWarning, stacklevel=2)
+            what = ("text that is not valid Unicode (replaced with U+FFFD)"
+                    if isinstance(exc, UnicodeEncodeError) else f"values JSON cannot hold ({exc})")
+            warnings.warn(f"ledger record {stored['call_id']} had {what}; they were stored as null or text",
+                          LedgerWarning, stacklevel=2)
         with self._lock:
             self._merge(copy.deepcopy(stored))
             self._unsaved.append(line)
             self._flush()
         return stored
+
+    def reserve(self, entry: Mapping, estimate: float) -> dict:
+        """Check the budget and record ``entry`` (the call's write-ahead line) in ONE step.
+
+        Raises :class:`~shark_nb.errors.BudgetExceededError` (and records nothing) when
+        ``estimate`` exceeds what is left. Under the ledger's lock, so calls on any event loops
+        and threads of the process that share this ledger cannot together pass a check that only
+        one of them fits: the first one's reservation is counted before the next one is checked.
+        (Another *process* appending to the same file has its own in-memory view: the budget is
+        per :class:`Ledger` object.)
+        """
+        with self._lock:
+            self.check_budget(estimate)
+            return self.record(entry)
+
+    def settle(self, call_id: str, credit: float, *, note: str | None = None) -> dict:
+        """Book what a call of unknown cost really cost, once the user knows (from the provider,
+        quoting the tracing id): ``credit=0`` when it was not charged. ``call_id`` may also be
+        the call's tracing id. Appends a line with outcome ``"settled"``; the earlier outcome is
+        kept as ``settled_from``. Returns the merged record.
+        """
+        value = _number(credit)
+        if value is None or value < 0 or value > MAX_CREDIT_PER_CALL:
+            raise ValidationError("credit", credit,
+                                  f"a number of credits from 0 to {_fmt_num(MAX_CREDIT_PER_CALL)} (0 = not charged)")
+        with self._lock:
+            key = call_id if isinstance(call_id, str) and call_id in self._records else None
+            if key is None and isinstance(call_id, str) and call_id:
+                key = next((k for k, r in self._records.items() if r.get("tracing_id") == call_id
+                            and isinstance(r.get("call_id"), str) and r["call_id"]), None)
+            if key is None or key.startswith("\0"):
+                raise ValidationError("call_id", call_id, "the call_id or tracing_id of a call in this ledger "
+                                      "(see ledger.unsettled)")
+            rec = self._records[key]
+            self.record({"call_id": key, "outcome": "settled", "settled_from": rec.get("outcome"),
+                         "credit": value, "usd": pricing.credits_to_usd(value),
+                         "error": note if note is not None else rec.get("error")})
+            return copy.deepcopy(self._records[key])
+
+    @property
+    def unsettled(self) -> list[dict]:
+        """Calls that may have been charged but whose credit is unknown (copies): the ones to ask
+        the provider about, by tracing id, and then :meth:`settle`."""
+        with self._lock:
+            return [copy.deepcopy(r) for r in self._records.values() if _may_be_charged_unknown(r)]
 
     def _flush(self) -> None:
         """Write every unsaved line, oldest first. Caller holds the lock."""
@@ -403,22 +599,32 @@ class Ledger:
             if not raw.strip():
                 continue
             where = "last line" if i == last_index else f"line {i + 1}"
+            if len(raw) > MAX_LINE_BYTES:
+                self._skip(f"skipped {where}, which is {len(raw):,} bytes long (no record is that long)")
+                continue
+            # Bytes that are not UTF-8 (a damaged disk, another tool) cost only those characters.
+            text = raw.decode("utf-8", "replace")
             try:
-                entry = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
+                entry = json.loads(text)
+            except (ValueError, RecursionError):
                 torn = " (a torn write: the session was interrupted mid-write)" if i == last_index else ""
-                warnings.warn(f"{self._path.name}: skipped {where}, which is not valid JSON{torn}",
-                              LedgerWarning, stacklevel=3)
+                self._skip(f"skipped {where}, which is not valid JSON{torn}")
                 continue
             if not isinstance(entry, dict):
-                warnings.warn(f"{self._path.name}: skipped {where}, which is not a JSON object",
-                              LedgerWarning, stacklevel=3)
+                self._skip(f"skipped {where}, which is not a JSON object")
                 continue
             if i == last_index:
                 # Complete JSON missing only its newline: the data is whole, keep it.
                 warnings.warn(f"{self._path.name}: the last line has no newline at the end (kept)",
                               LedgerWarning, stacklevel=3)
-            self._merge(entry)
+            try:
+                self._merge(_normalise(entry))
+            except RecursionError:  # deeper than the marker can reach (never from our own lines)
+                self._skip(f"skipped {where}, which is nested too deeply")
+
+    def _skip(self, why: str) -> None:
+        self.skipped += 1
+        warnings.warn(f"{self._path.name}: {why}", LedgerWarning, stacklevel=4)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Ledger":
@@ -482,7 +688,7 @@ class Ledger:
     def total_credits(self) -> float:
         """Sum of the credits the gateway reported (unknown credits are *not* counted as 0:
         see :attr:`unknown_cost_calls` and :attr:`committed_credits`)."""
-        return float(sum(c for c in (_number(r.get("credit")) for r in self._values()) if c is not None))
+        return float(sum(c for c in (_credit_of(r) for r in self._values()) if c is not None))
 
     @property
     def total_usd(self) -> float:
@@ -492,6 +698,12 @@ class Ledger:
     def unknown_cost_calls(self) -> int:
         """Calls that may have been charged but whose credit is unknown."""
         return sum(1 for r in self._values() if _may_be_charged_unknown(r))
+
+    @property
+    def suspect_credit_calls(self) -> int:
+        """Calls whose reported credit is not counted as it stands (negative, not a number,
+        above :data:`MAX_CREDIT_PER_CALL`): see :func:`credit_rule`. The raw value is in the record."""
+        return sum(1 for r in self._values() if _suspect_credit(r))
 
     @property
     def total_tokens(self) -> dict[str, int]:
@@ -510,8 +722,8 @@ class Ledger:
         """Known credits plus the estimate of every call of unknown cost: the budget's figure."""
         with self._lock:
             values = list(self._records.values())
-        known = sum(c for c in (_number(r.get("credit")) for r in values) if c is not None)
-        pending = sum(_number(r.get("estimate_credit")) or 0.0 for r in values if _may_be_charged_unknown(r))
+        known = sum(c for c in (_credit_of(r) for r in values) if c is not None)
+        pending = sum(_unknown_charge(r) for r in values)
         return float(known + pending)
 
     @property
@@ -551,6 +763,9 @@ class Ledger:
         unknown = self.unknown_cost_calls
         if unknown:
             parts.append(f"{_plural(unknown, 'call')} of unknown cost")
+        suspect = self.suspect_credit_calls
+        if suspect:
+            parts.append(f"{_plural(suspect, 'call')} with a suspect credit report")
         budget = self._budget
         if budget is not None:
             remaining = budget - self.committed_credits
@@ -559,6 +774,8 @@ class Ledger:
         unsaved = self.unsaved
         if unsaved:
             parts.append(f"{_plural(unsaved, 'record')} not yet saved to disk")
+        if self.skipped:
+            parts.append(f"{_plural(self.skipped, 'damaged line')} skipped")
         return " · ".join(parts)
 
     def __repr__(self) -> str:
@@ -620,13 +837,15 @@ class Ledger:
         params = r.get("params") if isinstance(r.get("params"), Mapping) else {}
         setting = " · ".join(str(params.get(k, "?")) for k in ("size", "quality", "n"))
         images = _number(r.get("images"))
-        credit = _number(r.get("credit"))
+        credit = _credit_of(r)
         estimate = _number(r.get("estimate_credit"))
         if credit is not None:
             credit_cell = e(_fmt_num(credit))
             usd_cell = e(_fmt_usd(credit / pricing.CREDITS_PER_USD))
         elif _may_be_charged_unknown(r):
             est = f"estimate {_fmt_num(estimate)} credit" if estimate is not None else "no estimate"
+            if _suspect_credit(r):
+                est += f"; the gateway reported {r.get('credit_reported', r.get('credit'))!r}"
             credit_cell = f'<span title="{e(est)}" style="color:#b26a00">unknown</span>'
             usd_cell = "?"
         else:

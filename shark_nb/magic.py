@@ -157,12 +157,37 @@ _USD_RES = [re.compile(p) for p in (rf"^\$\s*{_NUM}$", rf"^{_NUM}\s*\$$", rf"^{_
 _CREDIT_RE = re.compile(rf"^{_NUM}\s*(?:credits?|cr)?$")
 
 
+_THOUSANDS_CREDITS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*(?:credits?|cr)?$")
+_OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|jpy|chf|cad|aud|inr)\b")
+
+
 def parse_budget(text: str) -> tuple[str, float | None]:
     """``"$2.50"`` / ``"2.50$"`` / ``"2.5 usd"`` → ("usd", 2.5); ``"25000"`` / ``"25,000 credits"``
-    → ("credits", 25000.0); ``"off"`` / ``"none"`` → ("off", None). SharkUsageError otherwise."""
-    t = text.strip().lower().replace(",", "").replace("_", "")
+    → ("credits", 25000.0); ``"off"`` / ``"none"`` → ("off", None). SharkUsageError otherwise.
+
+    A comma is read only as a thousands separator of credits in full groups of three
+    (``25,000``); anywhere else it is refused, never guessed: ``$2,50`` (a decimal comma) or
+    ``$1,000`` could mean $2.50 or $250, $1 or $1000."""
+    shown = text.strip()
+    t = shown.lower().replace("_", "")
     if t in ("off", "none", "no", "unset", "remove"):
         return "off", None
+
+    def refuse(why: str = "") -> SharkUsageError:
+        return SharkUsageError(
+            f"budget: {shown!r} is not an amount{why} — write %shark budget $2.50 (dollars), "
+            "%shark budget 25000 (credits) or %shark budget off; for a prompt starting with "
+            "'budget' write %shark -- budget ...")
+
+    if "," in t:
+        if not _THOUSANDS_CREDITS.match(t):
+            raise refuse(" (a comma is ambiguous: use a point for cents, $2.50, and no comma for "
+                         "thousands, $1000 or 25_000)")
+        t = t.replace(",", "")
+    if _OTHER_CURRENCY.search(t):
+        raise refuse(" (only US dollars or credits)")
+    if t.lstrip("$ ").startswith("-"):
+        raise refuse(" (a budget cannot be negative)")
     for rx in _USD_RES:
         m = rx.match(t)
         if m:
@@ -170,10 +195,7 @@ def parse_budget(text: str) -> tuple[str, float | None]:
     m = _CREDIT_RE.match(t)
     if m:
         return "credits", float(m.group(1))
-    raise SharkUsageError(
-        f"budget: {text.strip()!r} is not an amount — write %shark budget $2.50 (dollars), "
-        "%shark budget 25000 (credits) or %shark budget off; for a prompt starting with "
-        "'budget' write %shark -- budget ...")
+    raise refuse()
 
 
 # --- line tokenizing -------------------------------------------------------------------------
@@ -624,18 +646,19 @@ class SharkMagic(Magics, Configurable):
         full = self.full if args.full is None else args.full
         status = None
         if getattr(self.shell, "kernel", None) is not None:  # a notebook front end: say we're busy
-            from IPython.display import HTML
-
             n = request.n
-            status = display(HTML(f'<span style="color:#666;font-size:12px">generating {n} '
-                                  f'image{"s" if n != 1 else ""}… (interrupt the kernel to cancel)</span>'),
-                             display_id=True)
+            status = display(_note(f'generating {n} image{"s" if n != 1 else ""}… (interrupt the kernel '
+                                   'to cancel)'), raw=True, display_id=True)
         try:
             try:
                 result = client.send(request)
             except KeyboardInterrupt:
-                raise SharkUsageError("interrupted: the generation was cancelled (a task at the gateway "
-                                      "is asked to cancel); anything charged is in %shark ledger") from None
+                if request.is_task:
+                    why = "the task was asked to cancel at the gateway"
+                else:
+                    why = ("the request was abandoned; if it reached the gateway it may still be charged "
+                           "(a sync request cannot be cancelled)")
+                raise SharkUsageError(f"interrupted: {why}; every call is in %shark ledger") from None
             notes = []
             try:
                 paths: list[Any] = result.save(save_dir)
@@ -651,8 +674,8 @@ class SharkMagic(Magics, Configurable):
                               preview_format=self.preview_format, quality=self.preview_quality, full=full,
                               notes=notes)
         except BaseException:
-            if status is not None:
-                status.update({"text/plain": ""}, raw=True)
+            if status is not None:  # never an empty output: say what became of the busy line
+                status.update(_note("no images: the call did not complete (the error follows)"), raw=True)
             raise
         if status is not None:
             status.update(gallery)
@@ -677,7 +700,30 @@ class SharkMagic(Magics, Configurable):
         return "\n".join(lines)
 
 
+def _note(text: str) -> dict[str, str]:
+    """A grey one-line status, as a raw bundle with a real text/plain (not an object's repr)."""
+    import html
+
+    return {"text/plain": text, "text/html": f'<span style="color:#666;font-size:12px">{html.escape(text)}</span>'}
+
+
 # --- extension entry points ------------------------------------------------------------------
+
+_EMPTY_CELL_MAGIC = re.compile(r"^%%shark(?:[ \t]+(.*?))?[ \t]*\r?\n?$")
+
+
+def _empty_cell_body(lines: list[str]) -> list[str]:
+    """Input cleanup: ``%%shark`` with an empty body is refused by IPython itself, as a plain
+    UsageError the cell does not fail on ("Did you mean the line magic"). Hand it to the magic,
+    which says so in one red line and fails the cell (``%%shark --help`` still shows the help)."""
+    if not lines or any(line.strip() for line in lines[1:]):
+        return lines
+    m = _EMPTY_CELL_MAGIC.match(lines[0])
+    if m is None:
+        return lines
+    return [f"get_ipython().find_cell_magic('shark')({(m.group(1) or '')!r}, '')\n"]
+
+
 
 _QUESTION_LINE = re.compile(r"^([ \t]*)%shark[ \t]+(.*\?)[ \t]*\r?\n?$")
 
@@ -710,14 +756,16 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magic)
     _loaded[id(ipython)] = magic
     cleanup = getattr(ipython, "input_transformers_cleanup", None)
-    if cleanup is not None and _keep_question_marks not in cleanup:
-        cleanup.append(_keep_question_marks)
+    for transform in (_keep_question_marks, _empty_cell_body):
+        if cleanup is not None and transform not in cleanup:
+            cleanup.append(transform)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     cleanup = getattr(ipython, "input_transformers_cleanup", None)
-    if cleanup is not None and _keep_question_marks in cleanup:
-        cleanup.remove(_keep_question_marks)
+    for transform in (_keep_question_marks, _empty_cell_body):
+        if cleanup is not None and transform in cleanup:
+            cleanup.remove(transform)
     magic = _loaded.pop(id(ipython), None)
     if magic is None:
         return

@@ -67,12 +67,27 @@ def validate_prompt(prompt: Any) -> str:
     if bad:
         raise ValidationError("prompt", prompt, "printable text (newlines and tabs are fine)",
                               detail=f"it contains control characters {', '.join(bad[:5])}")
+    check_unicode("prompt", prompt)
     return prompt
+
+
+def check_unicode(field_name: str, text: str) -> None:
+    """Refuse text holding a lone surrogate (U+D800..U+DFFF): what Python makes of bytes that are
+    not UTF-8 (an odd file name read with ``surrogateescape``, a ``\\ud83e`` escape cut in half).
+    It cannot be sent as UTF-8 nor written to the ledger, so it is named, with its position."""
+    for i, c in enumerate(text):
+        if "\ud800" <= c <= "\udfff":
+            raise ValidationError(
+                field_name, text, "valid Unicode text",
+                detail=f"position {i} holds a lone surrogate U+{ord(c):04X} (text decoded from bytes that "
+                       "are not UTF-8, such as an odd file name)")
 
 
 def validate_model(model: Any) -> str:
     """The gateway id of a model given by id or alias; a ValidationError with a did-you-mean
     and the known models otherwise."""
+    if isinstance(model, str):
+        check_unicode("model", model)
     return model_spec(model).id
 
 

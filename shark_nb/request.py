@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any, Mapping
 
 from .errors import ValidationError
-from .params import validate_prompt
+from .params import validate_model, validate_prompt
 from .schemas import DEFAULT_MODEL, TASK_TIMEOUT_DEFAULT, TASK_TIMEOUT_MAX, TASK_TIMEOUT_MIN, Estimate, ModelSpec, model_spec
 
 __all__ = ["ImageRequest", "build_request", "WAIT_MODES"]
@@ -140,7 +140,7 @@ def build_request(
     ``shark_nb.model_spec(model).describe()``); ``None`` means "not set". Every cheap check
     (model, prompt, settings, the number of inputs) runs before any file is read.
     """
-    spec = model_spec(model)
+    spec = model_spec(validate_model(model))
     prompt = validate_prompt(prompt)
     settings = spec.validate(fields)
     wait = _wait_mode(wait)

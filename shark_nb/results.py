@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .params import ImageRequest
 
-__all__ = ["Usage", "GeneratedImage", "GenerationResult", "DEFAULT_FOLDER"]
+__all__ = ["Usage", "GeneratedImage", "GenerationResult", "MissingImage", "DEFAULT_FOLDER"]
 
 #: Where images are saved when no folder is given.
 DEFAULT_FOLDER = "shark-images"
@@ -102,6 +102,29 @@ def _fmt_credit(credit: float) -> str:
 def _short(text: str, limit: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class MissingImage:
+    """An image the gateway answered with (and billed) that could not be delivered.
+
+    ``index`` is its place in the answer (0-based), ``url`` where it can still be fetched while
+    the signed URL lives (None for an inline image; a ``data:`` URL is shortened), ``reason`` why it
+    is missing, ``status`` the HTTP status of the last download attempt when there was one.
+    """
+
+    index: int
+    url: str | None
+    reason: str
+    status: int | None = None
+
+    def __str__(self) -> str:
+        return f"image {self.index + 1}: {self.reason}"
+
+
+def _is_file_target(target: Path) -> bool:
+    """A path with a suffix that is not an existing folder names a file; anything else a folder."""
+    return bool(target.suffix) and not target.is_dir()
 
 
 @dataclass(eq=False)
@@ -184,42 +207,52 @@ class GeneratedImage:
         return meta
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, path_or_folder: str | os.PathLike | None = None) -> Path:
+    def save(self, path_or_folder: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
         """Save the full-resolution image with its metadata; return the path written.
 
-        A folder (an existing directory, or a path without a suffix) gets a safe, unique name
-        made from the prompt; a path with a suffix is used as it is (and overwritten). The
-        suffix must match the format. The pixels are never re-encoded.
+        A folder (an existing directory, or a path without a suffix) gets a safe name made from
+        the prompt (``-2``, ``-3`` ... for the images of a call with several); a path with a suffix
+        is used as the file name, and its suffix must match the format (the bytes are saved as
+        served, never re-encoded). An existing file is never replaced unless ``overwrite=True``:
+        the name gets a numeric suffix instead (``fox-2.png``).
         """
         from . import images
 
         target = Path(path_or_folder if path_or_folder is not None else DEFAULT_FOLDER).expanduser()
-        meta = self.metadata()
-        if target.suffix and not target.is_dir():
-            allowed = _FORMAT_SUFFIXES.get(self.format, (self.suffix,))
-            if target.suffix.lower() not in allowed:
-                raise ValidationError(
-                    "path", str(target), f"a file name ending in {' or '.join(allowed)}",
-                    detail=f"the image is {self.format.upper()}; use image.to_pil().save(...) to convert it",
-                )
-            path = images.save_image(self.data, target, metadata=meta)
+        if _is_file_target(target):
+            self._check_suffix(target)
+            folder, name = target.parent, target.name
         else:
-            target.mkdir(parents=True, exist_ok=True)
-            n = len(self.result.images) if self.result is not None else 1
+            n = self.result.images_billed if self.result is not None else 1
             suffix = (f"-{self.index + 1}" if n > 1 else "") + self.suffix
-            name = images.safe_filename(self.prompt or "image", suffix=suffix)
-            for _attempt in range(100):
-                path = images.unique_path(target, name)
-                try:
-                    images.save_image(self.data, path, metadata=meta, overwrite=False)
-                    break
-                except FileExistsError:
-                    continue  # another writer took the name between the check and the link
-            else:  # pragma: no cover - 100 concurrent writers on one name
-                raise FileExistsError(str(target / name))
+            folder, name = target, images.safe_filename(self.prompt or "image", suffix=suffix)
+        path = self._write(folder, name, overwrite=overwrite)
         if self.result is not None:
             self.result.saved.append(path)
         return path
+
+    def _check_suffix(self, target: Path) -> None:
+        allowed = _FORMAT_SUFFIXES.get(self.format, (self.suffix,))
+        if target.suffix.lower() not in allowed:
+            raise ValidationError(
+                "path", str(target), f"a file name ending in {' or '.join(allowed)}",
+                detail=f"the image is {self.format.upper()}; use image.to_pil().save(...) to convert it",
+            )
+
+    def _write(self, folder: Path, name: str, *, overwrite: bool) -> Path:
+        from . import images
+
+        meta = self.metadata()
+        if overwrite:
+            return images.save_image(self.data, folder / name, metadata=meta, overwrite=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(100):
+            path = images.unique_path(folder, name)
+            try:
+                return images.save_image(self.data, path, metadata=meta, overwrite=False)
+            except FileExistsError:
+                continue  # another writer took the name between the check and the link
+        raise FileExistsError(str(folder / name))  # pragma: no cover - 100 concurrent writers on one name
 
     # -- display -----------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -252,6 +285,10 @@ class GenerationResult:
     offline: bool = False
     call_id: str | None = None
     saved: list[Path] = field(default_factory=list)
+    #: Images the gateway answered with that could not be delivered (see :class:`MissingImage`).
+    missing: list[MissingImage] = field(default_factory=list)
+    #: Things the user must know about this call (images missing, more or fewer than asked).
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.images = list(self.images)
@@ -267,6 +304,23 @@ class GenerationResult:
     @property
     def prompt(self) -> str:
         return self.request.prompt if self.request is not None else ""
+
+    @property
+    def images_billed(self) -> int:
+        """How many images the gateway's answer held: delivered + missing."""
+        return len(self.images) + len(self.missing)
+
+    @property
+    def complete(self) -> bool:
+        """True when every image of the answer was delivered."""
+        return not self.missing
+
+    def _delivery_line(self) -> str:
+        """``"2 of 3 images delivered; image 3: the signed URL ... (HTTP 403)"``, or "" when complete."""
+        if not self.missing:
+            return ""
+        return (f"{len(self.images)} of {self.images_billed} images delivered; "
+                + "; ".join(str(m) for m in self.missing))
 
     @property
     def cost_usd(self) -> float | None:
@@ -297,9 +351,22 @@ class GenerationResult:
         return meta
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike = DEFAULT_FOLDER) -> list[Path]:
-        """Save every image into ``folder`` (created if needed) under safe, unique names."""
-        return [img.save(folder) for img in self.images]
+    def save(self, path_or_folder: str | os.PathLike = DEFAULT_FOLDER, *, overwrite: bool = False) -> list[Path]:
+        """Save every delivered image; return the paths written.
+
+        A folder (created if needed) gets safe names made from the prompt. A file name
+        (``"fox.png"``) for a call with several images is numbered by the image's place in the
+        answer: ``fox-1.png``, ``fox-2.png``. Existing files are never replaced unless
+        ``overwrite=True`` (a numeric suffix is added instead). Every suffix is checked before
+        any file is written.
+        """
+        target = Path(path_or_folder).expanduser()
+        if not _is_file_target(target) or self.images_billed <= 1:
+            return [img.save(target, overwrite=overwrite) for img in self.images]
+        for img in self.images:
+            img._check_suffix(target)
+        return [img.save(target.with_name(f"{target.stem}-{img.index + 1}{target.suffix}"), overwrite=overwrite)
+                for img in self.images]
 
     # -- sequence ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -342,9 +409,14 @@ class GenerationResult:
                       f'no preview: {esc(str(exc))}</div>'
             cells.append(f'<figure style="margin:0 8px 8px 0">{tag}'
                          f'<figcaption style="font-size:11px;color:#666">{esc(caption)}</figcaption></figure>')
+        for m in self.missing:
+            cells.append(f'<figure style="margin:0 8px 8px 0"><div style="width:{_THUMB_SIDE // 2}px;padding:1em;'
+                         f'border:1px dashed #c62828;color:#c62828;font-size:12px">image {m.index + 1} missing: '
+                         f'{esc(m.reason)}</div></figure>')
         if not cells:
             cells.append('<div style="color:#666">no images</div>')
         footer = " · ".join(esc(p) for p in self._footer_parts())
+        notes = "".join(f'<div style="font-size:12px;color:#c62828">{esc(n)}</div>' for n in self._notes())
         badge = (' <span style="background:#fde68a;color:#7c2d12;border-radius:4px;padding:0 4px;'
                  'font-size:11px">offline simulator</span>') if self.offline else ""
         saved = ""
@@ -357,11 +429,23 @@ class GenerationResult:
             f'<div style="font-size:12px;margin-bottom:4px"><b>{esc(self.model)}</b> — '
             f'{esc(_short(self.prompt, 300))}</div>'
             f'<div style="display:flex;flex-wrap:wrap;align-items:flex-start">{"".join(cells)}</div>'
-            f'<div style="font-size:11px;color:#444">{footer}{badge}</div>{saved}</div>'
+            f'<div style="font-size:11px;color:#444">{footer}{badge}</div>{notes}{saved}</div>'
         )
+
+    def _notes(self) -> list[str]:
+        """The delivery line (when images are missing) and the other notes, for every display."""
+        line = self._delivery_line()
+        if line and any(str(m.url or "").startswith(("http://", "https://")) for m in self.missing):
+            line += " — the call was charged; fetch the missing ones from result.missing[i].url while they live"
+        return ([line] if line else []) + list(self.notes)
+
+    def __str__(self) -> str:
+        return "\n".join([repr(self), *self._notes()])
 
     def __repr__(self) -> str:
         credit = "unknown" if self.credit is None else _fmt_credit(self.credit)
         n = len(self.images)
-        return (f"<GenerationResult {n} image{'s' if n != 1 else ''} prompt={_short(self.prompt, 40)!r} "
+        count = (f"{n} of {self.images_billed} images delivered ({'; '.join(str(m) for m in self.missing)})"
+                 if self.missing else f"{n} image{'s' if n != 1 else ''}")
+        return (f"<GenerationResult {count} prompt={_short(self.prompt, 40)!r} "
                 f"credit={credit} tracing_id={self.tracing_id!r}{' offline' if self.offline else ''}>")

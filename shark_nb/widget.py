@@ -745,7 +745,11 @@ class Studio(widgets.VBox):
         self.results.append(result)
         self._add_cards(result, thumbs)
         credit = "cost unknown" if result.credit is None else f"{_num(result.credit)} credit ({_usd(result.credit)})"
-        self._set_status(f"Done: {_plural(len(result.images), 'image')} in {self._elapsed_now()} · {credit}.", "ok")
+        notes = result._notes() if hasattr(result, "_notes") else []
+        if notes:  # images missing, or more/fewer than asked: say so where the user looks
+            self._set_status(f"Done in {self._elapsed_now()} · {credit}. " + " ".join(notes), "error")
+        else:
+            self._set_status(f"Done: {_plural(len(result.images), 'image')} in {self._elapsed_now()} · {credit}.", "ok")
 
     def _elapsed_now(self) -> str:
         return _elapsed(time.monotonic() - self._started)
@@ -861,7 +865,7 @@ class Studio(widgets.VBox):
         picture = widgets.Image(value=thumb, format=fmt,
                                 layout=widgets.Layout(width="200px", height="200px", object_fit="contain"))
         w, h = img.size
-        n = len(result.images)
+        n = getattr(result, "images_billed", len(result.images))
         idx = f" · {img.index + 1}/{n}" if n > 1 else ""
         caption = widgets.HTML(
             f"<div style='font-size:12px;line-height:1.3;width:200px'>"

@@ -49,7 +49,7 @@ import pytest
 from PIL import Image
 
 import shark_nb
-from shark_nb import BudgetExceededError, ValidationError, config, magic
+from shark_nb import BudgetExceededError, ValidationError, config, magic, session
 from shark_nb.ledger import Ledger, reset_default_ledger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,9 @@ FAKE_KEY = "sk-test-0d1e2f3a4b5c"
 LONG_PROMPT = "a fox " + "x" * 99_994          # 100,000 characters (the limit is 32,000)
 CONTROL_PROMPT = "a fox \x1b[31min red\x1b[0m"    # an ANSI escape sequence pasted from a terminal
 NUL_PROMPT = "a fox\x00 in the snow"
+#: A file name with a byte that is not UTF-8, as os.listdir() returns it (surrogateescape).
+SURROGATE_NAME_PROMPT = "photo of r\udcffsum.png"
+CUT_EMOJI_PROMPT = "a fox \ud83e"                # an emoji cut in half: its high surrogate alone
 UNICODE_PROMPT = "一只狐狸在雪中 🦊 — ñandú, Ærø, «quotes», naïve café"
 BIG_UPLOAD = 20_000_001                      # one byte over the studio's per-file upload limit
 INPUT_HINT = ("a PNG, JPEG, WebP or GIF image",)   # the allowed inputs, named in every image message
@@ -144,6 +147,12 @@ CASES: list[Case] = [
     C("prompt-control-nul", gen(prompt=NUL_PROMPT), "prompt=", "control characters 0x0", "printable text"),
     C("prompt-none", gen(prompt=None), "prompt=None", "a text string"),
     C("prompt-unicode-ok", gen(prompt=UNICODE_PROMPT, quality="low", size="1024x1024")),
+    C("prompt-surrogate-file-name", gen(prompt=SURROGATE_NAME_PROMPT), "prompt=", "position 10", "U+DCFF",
+      "valid Unicode text"),
+    C("prompt-surrogate-start", gen(prompt="\udc80a fox"), "prompt=", "position 0", "U+DC80", "valid Unicode text"),
+    C("prompt-surrogate-cut-emoji", gen(prompt=CUT_EMOJI_PROMPT), "prompt=", "position 6", "U+D83E",
+      "valid Unicode text"),
+    C("model-surrogate", gen(model="openai/gpt-image-2\udcff"), "model=", "position 18", "U+DCFF"),
     # ---------------------------------------------------------------- client: image inputs
     C("image-not-an-image", gen(image="notes.txt"), "image[0]='notes.txt'", "not a recognised image", *INPUT_HINT),
     C("image-truncated-png", gen(image="truncated.png"), "image[0]='truncated.png'", "damaged or truncated",
@@ -226,6 +235,8 @@ CASES: list[Case] = [
     M("prompt-control-variable", "%shark {pasted}", "prompt=", "control characters 0x0",
       ns={"pasted": NUL_PROMPT}, short="pasted = 'a fox\\x00…'; %shark {pasted}"),
     M("prompt-unicode-ok", f"%shark --quality low --size 1024x1024 {UNICODE_PROMPT}"),
+    M("prompt-surrogate-variable", "%shark {fname}", "prompt=", "position 10", "U+DCFF", "valid Unicode text",
+      ns={"fname": SURROGATE_NAME_PROMPT}, short="fname = os.listdir()[0] (b'\\xff' in the name); %shark {fname}"),
     M("unknown-option", "%shark --colour red a fox", "unknown option '--colour'", "%shark --help"),
     M("option-needs-value", "%shark --size", "option --size needs a value"),
     M("undefined-name", "%shark a {undefined} fox", "unknown name", "{undefined}", "no notebook variable 'undefined'"),
@@ -258,6 +269,24 @@ CASES: list[Case] = [
     M("budget-dollar-only", "%shark budget $", "budget: '$' is not an amount"),
     M("budget-refusal", ["%shark budget 0.0001$", "%shark --quality high a fox"], "estimated at",
       "nothing was sent", short="%shark budget 0.0001$ ; %shark --quality high a fox"),
+    M("budget-decimal-comma", "%shark budget $2,50", "budget: '$2,50' is not an amount", "comma is ambiguous",
+      "$2.50"),
+    M("budget-comma-no-currency", "%shark budget 2,5", "budget: '2,5' is not an amount", "comma is ambiguous"),
+    M("budget-dollar-thousands", "%shark budget $1,000", "budget: '$1,000' is not an amount",
+      "no comma for thousands"),
+    M("budget-euro", "%shark budget €2.50", "budget: '€2.50' is not an amount", "only US dollars or credits"),
+    M("budget-exponent", "%shark budget 1e3", "budget: '1e3' is not an amount", "%shark budget 25000"),
+    M("budget-nan", "%shark budget NaN", "budget: 'NaN' is not an amount"),
+    M("budget-negative-dollars", "%shark budget $-2.50", "budget: '$-2.50' is not an amount", "cannot be negative"),
+    M("cell-empty", "%%shark --quality low", "the cell is empty", "below the %%shark line"),
+    M("base-url-no-scheme", "%shark a fox", "base_url='shark.ai'", "no https:// in front",
+      env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "shark.ai"}, short="SHARK_BASE_URL=shark.ai; %shark a fox"),
+    M("base-url-ftp", "%shark a fox", "base_url='ftp://x'", "ftp: scheme is not supported",
+      env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "ftp://x"}, short="SHARK_BASE_URL=ftp://x; %shark a fox"),
+    M("base-url-no-host", "%shark a fox", "base_url='https://'", "no host name",
+      env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "https://"}, short="SHARK_BASE_URL=https://; %shark a fox"),
+    M("base-url-spaces", "%shark a fox", "base_url='   '", "an https:// URL",
+      env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "   "}, short="SHARK_BASE_URL='   '; %shark a fox"),
     M("subcommand-extra-words", "%shark ledger of a ship", "%shark ledger takes no arguments", "%shark -- ledger"),
     M("base-url-http-remote", "%shark a fox", "base_url='http://example.com/api/v1'", "would travel unencrypted",
       env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "http://example.com/api/v1"},
@@ -285,6 +314,7 @@ CASES: list[Case] = [
     S("prompt-100k", {"prompt": LONG_PROMPT, "generate": True}, "Error: prompt=", "100,000 characters",
       "at most 32,000", short="prompt = 'a fox xxx…' (100,000 characters); Generate"),
     S("prompt-control", {"prompt": CONTROL_PROMPT, "generate": True}, "Error: prompt=", "control characters 0x1b"),
+    S("prompt-surrogate", {"prompt": CUT_EMOJI_PROMPT, "generate": True}, "Error: prompt=", "position 6", "U+D83E"),
     S("prompt-unicode-ok", {"defaults": {"size": "1024x1024", "quality": "low"}, "prompt": UNICODE_PROMPT,
                             "generate": True}),
     S("budget-refusal", {"defaults": {"quality": "high"}, "prompt": "a fox", "generate": True}, "Error:",
@@ -516,7 +546,7 @@ def _run_magic(case: Case, scratch: Path) -> Outcome:
         usage_lines = [line for line in shown.splitlines() if "UsageError" in line]
         one_line = (err is None or (len(usage_lines) == 1 and "Traceback" not in shown
                                     and "\n" not in str(err)))
-        created = magic._client is not None
+        created = session._client is not None
         if from_env:
             requests, records = 0, _ledger_files(scratch)
         else:
@@ -571,7 +601,7 @@ async def _studio_async(case: Case, scratch: Path) -> Outcome:
             st = studio(client, **defaults) if client is not None else studio(**defaults)
         except Exception as exc:  # noqa: BLE001 - refused at construction
             records = _ledger_files(scratch) if from_env else _count(ledger)
-            return Outcome(str(exc), exc, len(sim.log), records, client_created=magic._client is not None)
+            return Outcome(str(exc), exc, len(sim.log), records, client_created=session._client is not None)
         where = st.status
         for path in spec.get("references", ()):
             st.add_reference(path)

@@ -94,3 +94,18 @@ def test_a_pil_image_is_named_by_size_and_mode_not_by_its_repr():
 
     err = errors.ValidationError("mask", Image.new("RGB", (1024, 768)), "a PNG with alpha")
     assert str(err).startswith("mask=<PIL image 1024x768 RGB> is not valid") and "0x" not in str(err)
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 404, 429, 500, 502, 504])
+@pytest.mark.parametrize("body", [b'{"detail": "Not authenticated"}', b'{"errors": [{"msg": "denied"}]}',
+                                  b'[1, 2]', b'"denied"', b'{"error": 42}', b"null"])
+def test_a_json_body_without_the_envelope_is_not_called_non_json(status, body):
+    err = errors.error_from_response(status, body)
+    assert "non-JSON" not in err.message
+    assert f"HTTP {status} with a JSON body without the error envelope: " in err.message
+    assert body.decode()[:10] in err.message
+
+
+@pytest.mark.parametrize("body", [b"<html>401</html>", b"Unauthorized", b'{"error": {"message": "x"', b"\xff\xfe"])
+def test_a_body_that_is_not_json_is_still_called_non_json(body):
+    assert "with a non-JSON body: " in errors.error_from_response(401, body).message

@@ -21,6 +21,7 @@ are read timeouts (1 s) against stalls of 5 s.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -586,6 +587,109 @@ def test_an_expired_signed_url_is_a_download_error_and_the_credit_stays(start_si
         "1 download", cmp)
     srv.sim.config.url_ttl = 1e6
     assert_usable(client)
+
+
+# ------------------------------------------------ issue 8: one image's fault is only that image's
+
+def test_one_expired_url_of_three_delivers_the_other_two_simulator(start_sim, make_client, ledger):
+    srv = start_sim()
+    srv.sim.inject("download", "status", status=403, message="Request has expired")  # one file, final
+    client = make_client(srv.base_url)
+    result = client.generate("three", n=3, **LOW)
+    assert len(result.images) == 2 and len(result.missing) == 1 and result.missing[0].status == 403
+    assert "2 of 3 images delivered" in str(result) and srv.sim.requests["download"] == 3
+    rec = ledger.records[-1]
+    assert rec["images"] == 2 and rec["images_billed"] == 3 and len(rec["urls"]) == 3
+    assert rec["missing"][0]["url"] == result.missing[0].url
+    cmp = check(srv.sim, ledger)
+    assert cmp.with_credit == 1
+    row("1 of 3 signed URLs refused (403), simulator", "GET file",
+        "the other 2 delivered; the 3rd in result.missing with its URL; ledger images 2 / billed 3",
+        "2 images + 1 missing", "3 downloads", cmp)
+    assert_usable(client)
+
+
+@pytest.mark.parametrize("status, step", [
+    (403, Step(403, "<Error><Code>AccessDenied</Code></Error>", {"Content-Type": "application/xml"})),
+    (404, Step(404, "NoSuchKey")),
+    (200, Step(200, b"<html>login</html>", {"Content-Type": "text/html"})),  # unreadable
+])
+def test_one_bad_file_of_three_on_a_scripted_store(scripted, make_client, ledger, status, step):
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(n=3, credit=300.0), charge=300.0))
+    srv.script("GET", "/files/img1.png", step)
+    client = make_client(srv.base_url)
+    result = client.generate("x", n=3, **LOW)
+    assert [im.index for im in result.images] == [0, 2] and [m.index for m in result.missing] == [1]
+    assert result.missing[0].url == f"{srv.url}/files/img1.png?sig=abc"
+    assert len(srv.requests("GET", "/files/img1.png")) == 1  # final answers are not retried
+    assert not any(r.carries_key() for r in srv.requests("GET", "/files/"))
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    assert ledger.records[-1]["images"] == 2
+    row(f"1 of 3 files answers {status}{' (not an image)' if status == 200 else ''}", "GET file (scripted)",
+        "2 delivered + 1 missing with its URL and reason", "partial result", "3 downloads", cmp)
+    srv.script("POST", GEN, normal(srv))
+    assert_usable(client, scripted=True)
+
+
+def test_every_file_refused_is_one_download_error_with_the_urls(scripted, make_client, ledger):
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(n=2, credit=200.0), charge=200.0))
+    srv.script("GET", "/files/*", Step(403, "expired"), replace=True)
+    client = make_client(srv.base_url)
+    with pytest.raises(DownloadError, match="none of the 2 images") as info:
+        client.generate("x", n=2, **LOW)
+    assert info.value.urls == [f"{srv.url}/files/img{i}.png?sig=abc" for i in range(2)]
+    assert ledger.records[-1]["urls"] == info.value.urls and ledger.records[-1]["images"] == 0
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    row("every signed URL refused (n=2)", "GET file (scripted)", "DownloadError with .urls and .result, credit kept",
+        "DownloadError", "2 downloads", cmp)
+
+
+@pytest.mark.parametrize("status, fmt, wait", [(429, "seconds", 3), (503, "http-date", 20), (502, "seconds", 1),
+                                               (504, "seconds", 3600)])
+def test_a_throttled_file_host_is_retried_honouring_retry_after(start_sim, make_client, ledger, status, fmt, wait):
+    srv = start_sim(retry_after_format=fmt)
+    srv.sim.inject("download", "status", status=status, retry_after=wait)
+    client = make_client(srv.base_url)
+    result = client.generate("throttled store", **LOW)
+    assert result.complete and srv.sim.requests["download"] == 2
+    (waited,) = client.fake_time.sleeps
+    expected = min(wait, config.MAX_RETRY_AFTER)
+    assert expected - 2.0 <= waited <= expected + 0.1  # an HTTP date has 1 s resolution
+    cmp = check(srv.sim, ledger)
+    row(f"{status} on a download, Retry-After {wait} ({fmt})", "GET file",
+        "retried after the wait (capped at 60 s)", f"images; waited {waited:.1f} s", "2 downloads", cmp)
+
+
+def test_relative_and_data_urls_in_the_answer(scripted, make_client, ledger):
+    srv = scripted()
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    answer = {"created": 1, "credit": 50.0, "data": [
+        {"url": "/files/rel.png?sig=1"}, {"url": data_url}, {"url": "data:image/png;base64,@@bad@@"},
+        {"b64_json": "not base64!"}]}
+    srv.script("POST", GEN, Step(200, answer, charge=50.0))
+    client = make_client(srv.base_url)
+    result = client.generate("x", n=4, **LOW)
+    assert [im.index for im in result.images] == [0, 1] and [m.index for m in result.missing] == [2, 3]
+    (rel,) = srv.requests("GET", "/files/")
+    assert rel.path == "/files/rel.png?sig=1" and not rel.carries_key()  # same host as the API: still no key
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    row("relative URL, data: URL, bad data: URL, bad b64_json (n=4)", "answer",
+        "relative fetched without the key, data: decoded, bad ones missing with a reason", "2 images + 2 missing",
+        "1 download", cmp)
+
+
+def test_more_images_than_asked_are_delivered_and_noted(scripted, make_client, ledger):
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(n=3, credit=300.0), charge=300.0))
+    client = make_client(srv.base_url)
+    result = client.generate("x", n=1, **LOW)
+    assert len(result.images) == 3 and "sent 3 images for n=1" in str(result)
+    assert "sent 3 images for n=1" in ledger.records[-1]["note"] and ledger.records[-1]["images_billed"] == 3
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    row("3 images answered for n=1", "answer", "all delivered, noted on the result and in the ledger",
+        "3 images + a note", "3 downloads", cmp)
 
 
 def test_slow_signed_urls_are_survived(start_sim, make_client, ledger):

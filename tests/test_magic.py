@@ -322,6 +322,24 @@ def test_keyboard_interrupt_becomes_a_short_error(ip):
 
     magic.set_client(Interrupted())
     assert "interrupted" in fails(ip, "%shark --quality low a slow picture")
+    # a sync call has no task: the message must not talk of one
+    message = fails(ip, "%shark --wait sync --quality low a slow picture")
+    assert "task" not in message and "may still be charged" in message and "%shark ledger" in message
+    message = fails(ip, "%shark --wait task --quality low a slow picture")
+    assert "the task was asked to cancel at the gateway" in message
+
+
+@pytest.mark.parametrize("code", ["%%shark", "%%shark\n", "%%shark\n\n   \n", "%%shark --quality low",
+                                  "%%shark -n 2 --size 1024x1024\n\t\n"])
+def test_an_empty_cell_body_is_a_one_line_failing_error(ip, code):
+    message = fails(ip, code)
+    assert "the cell is empty: write the prompt below the %%shark line" in message
+    assert ledger().calls == 0
+
+
+def test_an_empty_cell_body_with_help_still_shows_the_help(ip):
+    cap = ok(ip, "%%shark --help")
+    assert "usage:" in cap.stdout and "%shark budget" in cap.stdout
 
 
 # -------------------------------------------------------------------------------- subcommands
@@ -343,6 +361,30 @@ def test_budget_subcommand(ip, text, credits):
         assert "No session budget" in cap.stdout
     else:
         assert "25,000 credit ($2.5000)" in cap.stdout and "left" in cap.stdout
+
+
+@pytest.mark.parametrize("text, why", [
+    ("$2,50", "comma is ambiguous"), ("2,5", "comma is ambiguous"), ("$1,000", "comma is ambiguous"),
+    ("2,50 usd", "comma is ambiguous"), ("1,00", "comma is ambiguous"), ("1,000,00 credits", "comma is ambiguous"),
+    ("€2.50", "only US dollars or credits"), ("2.50 eur", "only US dollars or credits"),
+    ("£3", "only US dollars or credits"), ("-1", "cannot be negative"), ("$-2.50", "cannot be negative"),
+    ("1e3", "is not an amount"), ("$", "is not an amount"), ("NaN", "is not an amount"),
+    ("inf", "is not an amount"), ("$2.50.1", "is not an amount"),
+])
+def test_an_ambiguous_or_foreign_budget_is_refused_and_the_budget_is_unchanged(ip, text, why):
+    ok(ip, "%shark budget 777")
+    message = fails(ip, f"%shark budget {text}")
+    assert f"budget: {text!r} is not an amount" in message and why in message
+    assert "%shark budget $2.50" in message and "%shark budget 25000" in message
+    assert ledger().budget == 777, "a refused amount leaves the budget as it was"
+
+
+@pytest.mark.parametrize("text, credits", [("1,000", 1000), ("25,000 credits", 25_000), ("1,000,000", 1_000_000),
+                                           ("1_000", 1000), ("$2.50", 25_000), ("2.50$", 25_000),
+                                           ("$0.25", 2500), ("0", 0)])
+def test_an_unambiguous_budget_is_accepted(ip, text, credits):
+    ok(ip, f"%shark budget {text}")
+    assert ledger().budget == credits
 
 
 def test_budget_show_and_small_credit_hint(ip):
@@ -477,6 +519,33 @@ def test_in_a_kernel_previews_are_saved_and_a_bad_magic_fails_the_cell_in_one_li
     assert not any("Traceback" in str(o) or "File " in str(o) for o in bad.outputs)
     assert after.outputs == []  # the run stopped at the failing cell
     assert path.stat().st_size < 100_000
+
+
+def test_in_a_kernel_failures_leave_one_error_and_no_empty_output(tmp_path, monkeypatch):
+    """An empty %%shark body fails the cell (not IPython's stderr-only message); a call that fails
+    after the "generating…" line leaves no empty output behind, only a note and the one error."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for k, v in _kernel_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    nb = nbformat.v4.new_notebook()
+    bad_cells = ["%%shark", "%%shark --quality low\n\n", "%shark --quality low a [moderate] picture",
+                 "%%shark --quality low\na [moderate] picture", "%shark --size 999x999 a fox"]
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext shark_nb")] + [nbformat.v4.new_code_cell(c) for c in bad_cells]
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    for cell in nb.cells[1:]:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert len(errors) == 1 and len(errors[0].traceback) == 1, (cell.source, cell.outputs)
+        assert errors[0].ename == "SharkUsageError"
+        assert not any(o.output_type == "stream" and "UsageError" in o.text for o in cell.outputs)
+        for o in cell.outputs:
+            if o.output_type in ("display_data", "execute_result"):
+                assert o.data.get("text/plain", "").strip(), f"an empty output in {cell.source!r}"
+    assert "the cell is empty" in nb.cells[1].outputs[-1].evalue
+    notes = [o for o in nb.cells[3].outputs if o.output_type == "display_data"]
+    assert [o.data["text/plain"] for o in notes] == ["no images: the call did not complete (the error follows)"]
 
 
 def test_interrupt_during_a_long_generation_cancels_promptly(tmp_path):

@@ -215,7 +215,10 @@ def test_image_save_to_explicit_path(tmp_path):
     r = make_result(fmt="JPEG", n=1, size=(32, 32))
     target = tmp_path / "sub" / "mine.jpeg"
     assert r[0].save(target) == target and target.exists()
-    assert r[0].save(target) == target  # a path with a suffix is used as is
+    first = target.read_bytes()
+    again = r[0].save(target)  # a second save never replaces the first file...
+    assert again == target.with_name("mine-2.jpeg") and target.read_bytes() == first
+    assert r[0].save(target, overwrite=True) == target  # ...unless asked to
     assert images.read_metadata(target)["tracing_id"] == "trace-123"
     with pytest.raises(ValidationError) as exc:
         r[0].save(tmp_path / "wrong.png")

@@ -446,6 +446,11 @@ def _run_client(corpus: Corpus, sim: Any, srv: Any, root: Path) -> list[str]:
         with pytest.raises(Exception) as info:
             client.generate("a fox", quality="low")
         corpus.add_exception("gateway echoes the key", info.value)
+        # the key in the error's type and code, and crossing the old 120-character cut
+        sim.inject("post", "status", status=401, type=PLANTED, code=PLANTED, message="x" * 115 + PLANTED)
+        with pytest.raises(Exception) as info:
+            client.generate("a fox", quality="low")
+        corpus.add_exception("gateway echoes the key in type and code", info.value)
         sim.inject("post", "task_failed", type="provider_error", message=echo)
         with pytest.raises(Exception) as info:
             client.generate("a fox", quality="low", wait="task", task_timeout=60)
@@ -724,3 +729,236 @@ def test_set_key_writes_nothing(tmp_path, monkeypatch):
     assert _snapshot(home, nb_home, cwd) == before, "set_key() / Shark() wrote something"
     for path in _all_files(home, nb_home, cwd):
         assert not any(n in path.read_bytes() for n in NEEDLES), path
+
+
+# ------------------------------------------------------------------------------ adversarial echoes
+#
+# A hostile or buggy gateway echoes the key back in every way it can: in an error's message, type
+# and code, at any position (0, across the old 120-character cut, at the end, repeated, split over
+# two fields), JSON- or URL-encoded, after "Bearer " in any case, in HTML pages, in a 200 that is not
+# JSON, in a failed task and in a poll's error. Keys hold characters that escaping changes
+# (``\``, ``"``, ``%``, ``/``, ``&``). Nothing of 8+ characters of the key may reach the exception
+# (str, repr, args, attributes, traceback), the ledger FILE, or a log record.
+
+from urllib.parse import quote  # noqa: E402
+
+ADVERSARIAL_KEYS = (
+    "sk-adv-0f9e8d7c6b5a4f3e2d1c",
+    "sk-back\\slash\\7Q2w9E4r",
+    'sk-quote"Zx81%2Fpq%41-yy',
+    "sk-sl/ash+plus=Eq&amp<tag>9",
+    "sk-" + "Ab3Cd5" * 40,  # 243 characters
+)
+ADV_API = "http://127.0.0.1:9/api/v1"  # never contacted: httpx.MockTransport answers
+
+
+def _key_fragments(key: str) -> set[str]:
+    """Every 8-character piece of the key, raw and in the spellings a file or message may hold."""
+    forms = {key, json.dumps(key)[1:-1], repr(key)[1:-1], quote(key, safe=""), key.replace("\\", "\\\\")}
+    return {f[i:i + 8].lower() for f in forms for i in range(len(f) - 7)}
+
+
+def _assert_clean(where: str, text: str, key: str) -> None:
+    low = text.lower()
+    found = sorted(f for f in _key_fragments(key) if f in low)
+    assert not found, f"{where} holds pieces of the key {found[:3]}: {text[:400]!r}"
+
+
+def _assert_exception_clean(exc: BaseException, key: str) -> None:
+    _assert_clean("the exception", f"{exc}\n{exc!r}\n{exc.args!r}\n{_vars(exc)}\n"
+                  + "".join(traceback.format_exception(exc)), key)
+    for attr in ("message", "type", "code", "tracing_id"):
+        value = getattr(exc, attr, None)
+        if value is not None:
+            _assert_clean(f"exc.{attr}", str(value), key)
+
+
+def _echo_bodies(key: str) -> dict[str, tuple[bytes, str]]:
+    """label → (body, content type): the key in every place a server could put it."""
+    env = lambda **e: json.dumps({"error": e}).encode()  # noqa: E731
+    bodies = {
+        "message at 0": env(message=key + " is not valid", type="auth_error"),
+        "message at the end": env(message="x" * 300 + " got " + key, type="invalid_request_error"),
+        "message repeated": env(message=f"{key} {key}{key} ({key})", type="auth_error"),
+        "in error.type": env(message="denied", type=key),
+        "in error.code": env(message="denied", type="auth_error", code=key),
+        "in type and code, not the message": env(message="denied", type="Bearer " + key, code=key[:20]),
+        "split over message and type": env(message="key starts " + key[:12], type=key[12:]),
+        "json-escaped in a body without the envelope": b'{"detail": "' + json.dumps(key)[1:-1].encode() + b'"}',
+        "url-encoded": ("token=" + quote(key, safe="") + "&x=1").encode(),
+        "bEaReR prefix": ("Authorization: bEaReR " + key).encode(),
+        "BEARER url-encoded": ("auth=BEARER%20" + quote(key, safe="")).encode(),
+        "unicode around it": ("ключ ☃ «" + key + "» 🔑").encode(),
+        "empty": b"",
+    }
+    for pos in (0, 100, 105, 110, 115, 119, 120, 125, 130):
+        bodies[f"plain text, key at {pos}"] = (("x" * pos + key + " tail").encode(), "text/plain")
+        bodies[f"html, key at {pos}"] = (("<html><body><p>" + "y" * pos + key + "</p></body></html>").encode(),
+                                         "text/html")
+        bodies[f"json message, key at {pos}"] = env(message="z" * pos + key + " rest", type="provider_error")
+    return {k: (v if isinstance(v, tuple) else (v, "application/json")) for k, v in bodies.items()}
+
+
+class _Echo:
+    """A gateway scripted per test: answers POST (and polls) with what the test set."""
+
+    def __init__(self, post: httpx.Response, poll: httpx.Response | None = None) -> None:
+        self.post, self.poll = post, poll
+
+    def api(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return self.post
+        return self.poll or httpx.Response(200, json={"id": "t1", "status": "running"})
+
+
+def _adv_client(key: str, gateway: _Echo, ledger: Any) -> Any:
+    from shark_nb.client import AsyncShark
+
+    client = AsyncShark(api_key=key, base_url=ADV_API, ledger=ledger, max_retries=0, poll_interval=0.01,
+                        transport=httpx.MockTransport(gateway.api),
+                        download_transport=httpx.MockTransport(lambda r: httpx.Response(404)))
+
+    async def no_wait(_s: float) -> None:
+        await asyncio.sleep(0)
+
+    client._sleep = no_wait
+    return client
+
+
+@pytest.fixture
+def shark_logs():
+    capture = _Capture()
+    saved = {}
+    for name in LOGGERS:
+        lg = logging.getLogger(name)
+        saved[name] = lg.level
+        lg.setLevel(logging.DEBUG)
+        lg.addHandler(capture)
+    yield capture
+    for name in LOGGERS:
+        logging.getLogger(name).removeHandler(capture)
+        logging.getLogger(name).setLevel(saved[name])
+
+
+async def _call_and_check(key: str, gateway: _Echo, tmp_path: Path, logs: _Capture, label: str, **kw: Any):
+    from shark_nb import SharkError
+    from shark_nb.ledger import Ledger
+
+    path = tmp_path / f"ledger-{hashlib.sha1(label.encode()).hexdigest()[:8]}.jsonl"
+    client = _adv_client(key, gateway, Ledger(path))
+    try:
+        with pytest.raises(SharkError) as info:
+            await client.generate("a fox", quality="low", **kw)
+    finally:
+        await client.aclose()
+    _assert_exception_clean(info.value, key)
+    raw = path.read_bytes()
+    assert raw, "the call is in the ledger"
+    _assert_clean(f"ledger file ({label})", raw.decode("utf-8"), key)
+    _assert_clean(f"ledger read back ({label})", repr([json.loads(line) for line in raw.splitlines()]), key)
+    _assert_clean(f"logs ({label})", "\n".join(logs.records), key)
+    return info.value
+
+
+import httpx  # noqa: E402
+
+
+@pytest.mark.parametrize("key", ADVERSARIAL_KEYS, ids=lambda k: k[:14])
+@pytest.mark.parametrize("status", [400, 401, 402, 404, 429, 500, 502, 503, 504])
+async def test_a_key_echoed_in_an_error_answer_is_nowhere(key, status, tmp_path, shark_logs):
+    for label, (body, ctype) in _echo_bodies(key).items():
+        gateway = _Echo(httpx.Response(status, content=body, headers={"content-type": ctype}))
+        exc = await _call_and_check(key, gateway, tmp_path, shark_logs, f"{status} {label}")
+        assert exc.status == status, label
+
+
+@pytest.mark.parametrize("key", ADVERSARIAL_KEYS, ids=lambda k: k[:14])
+async def test_a_non_json_200_that_echoes_the_key_is_redacted(key, tmp_path, shark_logs):
+    from shark_nb import APIConnectionError
+
+    for label, (body, ctype) in _echo_bodies(key).items():
+        if body.startswith(b"{"):
+            continue  # JSON: not this case
+        gateway = _Echo(httpx.Response(200, content=body or b"<", headers={"content-type": ctype}))
+        exc = await _call_and_check(key, gateway, tmp_path, shark_logs, f"200 {label}")
+        assert isinstance(exc, APIConnectionError) and "not valid JSON" in exc.message, label
+    # the excerpt still shows the server's text around the key
+    gateway = _Echo(httpx.Response(200, content=b"proxy says: " + key.encode() + b" denied"))
+    exc = await _call_and_check(key, gateway, tmp_path, shark_logs, "200 with context")
+    assert "proxy says: [secure] denied" in exc.message
+
+
+@pytest.mark.parametrize("key", ADVERSARIAL_KEYS, ids=lambda k: k[:14])
+async def test_a_failed_task_that_echoes_the_key_is_redacted(key, tmp_path, shark_logs):
+    from shark_nb import TaskFailedError
+
+    accepted = httpx.Response(200, json={"id": "t1", "status": "queued"})
+    for i, (message, etype, code) in enumerate([
+        (key, "provider_error", None),
+        ("x" * 115 + key, key, key),
+        ("ok", "Bearer " + key, "c-" + key),
+        (f"{key[:10]}|{key[10:]}", None, None),
+    ]):
+        poll = httpx.Response(200, json={"id": "t1", "status": "failed", "usage": {"note": key},
+                                         "error": {"message": message, "type": etype, "code": code}})
+        exc = await _call_and_check(key, _Echo(accepted, poll), tmp_path, shark_logs, f"task {i}", wait="task")
+        assert isinstance(exc, TaskFailedError)
+
+
+@pytest.mark.parametrize("key", ADVERSARIAL_KEYS, ids=lambda k: k[:14])
+@pytest.mark.parametrize("status", [400, 401, 404, 500, 502])
+async def test_a_poll_error_that_echoes_the_key_is_redacted(key, status, tmp_path, shark_logs):
+    accepted = httpx.Response(200, json={"id": "t1", "status": "queued"})
+    for label in ("html, key at 115", "in error.type", "json message, key at 119", "bEaReR prefix"):
+        body, ctype = _echo_bodies(key)[label]
+        poll = httpx.Response(status, content=body, headers={"content-type": ctype})
+        await _call_and_check(key, _Echo(accepted, poll), tmp_path, shark_logs, f"poll {status} {label}",
+                              wait="task")
+
+
+@pytest.mark.parametrize("key", ADVERSARIAL_KEYS, ids=lambda k: k[:14])
+async def test_a_transport_error_that_quotes_the_key_is_redacted(key, tmp_path, shark_logs):
+    for pos in (0, 110, 118, 125):
+        class Raising(_Echo):
+            def api(self, request: httpx.Request) -> httpx.Response:
+                raise httpx.ConnectError("x" * pos + key + " refused", request=request)
+
+        await _call_and_check(key, Raising(httpx.Response(200)), tmp_path, shark_logs, f"connect {pos}")
+
+
+def test_redact_handles_every_spelling_and_any_long_enough_piece():
+    from shark_nb.errors import redact
+
+    key = 'sk-ZZ\\q"u/o%te-93jd8e7f6g'
+    secrets = (key,)
+    cases = {
+        key: "[secure]",
+        "a " + key + " b": "a [secure] b",
+        json.dumps({"k": key}): '{"k": "[secure]"}',
+        "k=" + quote(key, safe=""): "k=[secure]",
+        key.upper(): "[secure]",
+        key[:8] + "…": "[secure]…",          # a prefix left by a cut
+        "…" + key[-8:]: "…[secure]",          # a suffix
+        key[:7] + " x": key[:7] + " x",        # 7 characters: not a leak
+        "BeArEr abc-1234567": "BeArEr [secure]",  # any bearer token that looks like one
+        "a bearer of gifts": "a bearer of gifts",  # ordinary words are not tokens
+    }
+    for text, expected in cases.items():
+        assert redact(text, secrets) == expected, text
+    assert redact(None, secrets) is None and redact("", secrets) == ""
+
+
+def test_a_live_key_is_redacted_from_every_error_without_being_passed():
+    from shark_nb import SharkError, TaskFailedError
+    from shark_nb.config import Secret
+
+    secret = Secret("sk-live-registry-0123abcd")
+    key = secret.reveal()
+    for exc in (SharkError("bad " + key, type=key, code=key, tracing_id=key),
+                TaskFailedError("x" * 118 + key, type=key, task_id="t")):
+        _assert_exception_clean(exc, key)
+    del secret
+    import gc
+
+    gc.collect()
+    assert key in str(SharkError("gone " + key)), "a dead Secret is no longer searched for"

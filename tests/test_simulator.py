@@ -73,7 +73,10 @@ INVALID = [
     # (id, body, status, type, param)
     ("model-missing", _with(model=_DROP), 400, "invalid_request_error", "model"),
     ("model-not-string", _with(model=5), 400, "invalid_request_error", "model"),
-    ("model-other-gateway", _with(model=OTHER_MODELS[1]), 400, "invalid_request_error", "model"),
+    ("model-alias", _with(model="gpt-image-2"), 404, "model_not_found", "model"),
+    ("model-id-case", _with(model="OpenAI/GPT-Image-2"), 404, "model_not_found", "model"),
+    ("gpt-field-on-other-model", _with(model=OTHER_MODELS[0], size="1024x1024"), 400, "invalid_request_error",
+     "size"),
     ("model-unknown", _with(model="acme/imagine-9"), 404, "model_not_found", "model"),
     ("unknown-field", _with(response_format="url"), 400, "invalid_request_error", "response_format"),
     ("unknown-field-user", _with(user="u1"), 400, "invalid_request_error", "user"),
@@ -142,10 +145,13 @@ def test_unknown_field_is_named_in_the_message(client):
     assert err["code"] == "unknown_parameter"
 
 
-def test_other_gateway_model_says_not_supported(client):
+def test_other_gateway_models_judge_gpt_fields_by_their_own_schema(client):
+    # Every gateway model is served (tests/test_simulator_models.py); gpt-image-2's fields are
+    # unknown parameters to the models that lack them, named with the model.
     for model in OTHER_MODELS:
-        err = post(client, _with(model=model)).json()["error"]
-        assert "not supported by the simulator" in err["message"]
+        err = post(client, _with(model=model, background="opaque")).json()["error"]
+        assert err["code"] == "unknown_parameter" and err["param"] == "background"
+        assert model in err["message"] and "'background'" in err["message"]
 
 
 @pytest.mark.parametrize("raw,ctype", [

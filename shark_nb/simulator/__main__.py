@@ -3,8 +3,9 @@
     python -m shark_nb.simulator --port 8765
     python -m shark_nb.simulator --port 8765 --latency 2 --rate-limit 5/60 --allow-anonymous
 
-Prints one line with the API base URL (``http://127.0.0.1:8765/api/v1``), then serves until
-Ctrl-C (or SIGTERM). Unlike the in-process simulator, the server requires a key by default (any
+Serves every image model of the gateway (``GET /models`` lists them), each validated by its own
+schema from :mod:`shark_nb.schemas`. Prints one line with the API base URL
+(``http://127.0.0.1:8765/api/v1``), then serves until Ctrl-C (or SIGTERM). Unlike the in-process simulator, the server requires a key by default (any
 non-empty key but ``--invalid-key``); ``--allow-anonymous`` lifts that.
 """
 
@@ -41,8 +42,15 @@ def _spelling(text: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m shark_nb.simulator",
-                                description="Run the offline Shark AI image API simulator on a loopback port.")
+    from ..schemas import models
+
+    listed = "; ".join(f"{m.id} ({m.name})" for m in models())
+    p = argparse.ArgumentParser(
+        prog="python -m shark_nb.simulator",
+        description="Run the offline Shark AI image API simulator on a loopback port. It serves every "
+                    f"image model of the gateway, each validated by its own schema: {listed}. Send the "
+                    "full model id (the gateway knows no aliases); prices are the simulator's own "
+                    "(docs/models.md).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--latency", type=float, default=None,
@@ -58,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", type=float, default=None, help="account balance in credits (default unlimited)")
     p.add_argument("--omit-credit", action="store_true", help="leave 'credit' out of answers")
     p.add_argument("--omit-usage", action="store_true", help="leave 'usage' out of answers")
-    p.add_argument("--response-format", choices=("url", "b64_json"), default="url", help="sync image shape")
-    p.add_argument("--task-result-shape", choices=("data_url", "b64_json", "output_urls"), default="data_url")
+    p.add_argument("--response-format", choices=("url", "b64_json"), default=None,
+                   help="sync image shape for every model (default: each model's own: URLs, Gemini b64_json)")
+    p.add_argument("--task-result-shape", choices=("data_url", "b64_json", "output_urls"), default=None,
+                   help="completed-task image shape for every model (default: each model's own)")
     p.add_argument("--status-spelling", type=_spelling, default={}, metavar="STATUS=WORD,...",
                    help="e.g. running=in_progress,pending=queued")
     p.add_argument("--task-error-as-string", action="store_true", help="failed tasks carry error as a string")

@@ -38,10 +38,11 @@ _GRAIN = {"low": 4.5, "medium": 6.0, "high": 7.5, "auto": 6.0}
 
 
 def parse_size(size: str) -> tuple[int, int]:
-    """``"1536x1024"`` -> ``(1536, 1024)``; ``auto`` is 1024x1024."""
+    """``"1536x1024"`` or ``"1536*1024"`` (Seedream's spelling) -> ``(1536, 1024)``; ``auto`` is
+    1024x1024."""
     if size == "auto":
         return 1024, 1024
-    w, _, h = size.partition("x")
+    w, _, h = size.replace("*", "x").partition("x")
     return int(w), int(h)
 
 
@@ -55,16 +56,25 @@ def seed_for(
     output_format: str,
     index: int,
     inputs: str = "",
+    settings: str = "",
 ) -> int:
-    """A 64-bit seed from everything that shapes an image (``inputs`` hashes reference images)."""
-    key = json.dumps([model, prompt, size, quality, background, output_format, index, inputs],
-                     ensure_ascii=False, separators=(",", ":"))
+    """A 64-bit seed from everything that shapes an image (``inputs`` hashes reference images;
+    ``settings`` is any other model setting, as canonical JSON — left out of the key when empty,
+    so gpt-image-2's seeds are what they always were)."""
+    parts = [model, prompt, size, quality, background, output_format, index, inputs]
+    if settings:
+        parts.append(settings)
+    key = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
 
 
 @dataclass(frozen=True)
 class RenderSpec:
-    """Everything needed to draw one image. ``seed`` is the cache key."""
+    """Everything needed to draw one image. ``seed`` is the cache key.
+
+    ``size`` is the pixel size as ``"WxH"`` (any width and height; ``auto`` = 1024x1024), so every
+    model's dimensions render; ``label`` (the model's short name) is printed in the top-left
+    corner so a grid comparing models stays legible."""
 
     seed: int
     prompt: str
@@ -78,6 +88,7 @@ class RenderSpec:
     #: Raw bytes of ``data:`` reference images (edits); http(s) references can't be fetched offline.
     references: tuple[bytes, ...] = ()
     mask: bytes | None = None
+    label: str = ""
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -325,6 +336,15 @@ def _overlay_text(img, spec: RenderSpec):
     marked = region.copy()
     ImageDraw.Draw(marked).text((ms // 2, 2), mark, font=mfont, fill=(255, 255, 255))
     img.paste(Image.blend(region, marked, 0.45), box[:2])
+
+    if spec.label:  # the model's short name, top left, on a dark tab
+        lfont = _font(fs)
+        lw = int(lfont.getlength(spec.label))
+        tab = (pad // 2, pad // 2, pad // 2 + lw + pad, pad // 2 + asc + desc + pad // 2)
+        region = img.crop(tab)
+        img.paste(Image.blend(region, Image.new("RGB", region.size, (8, 10, 16)), 0.6), tab[:2])
+        ImageDraw.Draw(img).text((tab[0] + pad // 2, tab[1] + pad // 4), spec.label, font=lfont,
+                                 fill=(255, 214, 120))
     return img
 
 

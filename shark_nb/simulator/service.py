@@ -18,21 +18,37 @@ accepted except ``config.invalid_key`` (401 ``auth_error``). A missing key is 40
 with 400 like an object store does (``config.reject_download_auth``) and counted in
 ``sim.auth_leaks``; the key must never travel to the file host.
 
-Validation is strict and independent of the client (the simulator checks what clients send):
-unknown body fields, wrong types, out-of-range values, bad data URLs and masks all answer 400
-``invalid_request_error`` naming the field (``error.param``). OpenAI-only fields
-(``response_format``, ``user``, ``moderation``, ``style``...) are unknown fields here too; the
-OpenAI Python SDK's ``images.generate(model=, prompt=, size=, n=)`` sends none of them, so it
-works unchanged. ``config.extra_fields`` lists fields to tolerate (and ignore) if needed.
-``timeout`` without ``"async": true`` is validated, then ignored. A prompt over
-``params.MAX_PROMPT_CHARS`` is 400 ``input_too_large``; a prompt containing ``[moderate]`` is
-400 ``content_moderation``. Other gateway models are 400 ("not supported by the simulator"),
-unknown ones 404 ``model_not_found``. ``X-App-User-Credits`` (and ``config.balance``) give 402
-``insufficient_credits`` when the estimated credit exceeds them.
+Every gateway model is served, each judged by its own schema from :mod:`shark_nb.schemas`
+(the same one the client validates with; no second table here). The request is routed by
+``model`` first: it must be a full model id (``gemini`` or another shark_nb alias is 404
+``model_not_found`` with the full id as hint; an unknown id is 404 listing the models). Then
+validation is strict and independent of the client (the simulator checks what clients send): a
+field the model lacks is 400 ``unknown_parameter`` naming the model and the field; a wrong JSON
+type (``"version": 7`` for Midjourney's string ``"7"``, ``n: 2.0``), a value that is not the
+schema's canonical one (``"1024x1024"`` for Seedream, ``"2k"``, ``"jpg"``), out-of-range
+numbers, bad data URLs and masks all answer 400 ``invalid_request_error`` naming the field
+(``error.param``) and what is allowed; a missing required field (Grok's ``image``) is 400
+``missing_required_parameter``. OpenAI-only fields (``user``, ``moderation``, ``style``...)
+are unknown fields too; the OpenAI Python SDK's ``images.generate(model=, prompt=, size=, n=)``
+sends none of them, so it works unchanged. ``config.extra_fields`` lists fields to tolerate
+(and ignore) if needed. ``timeout`` without ``"async": true`` is validated, then ignored. A
+prompt over ``params.MAX_PROMPT_CHARS`` is 400 ``input_too_large``; a prompt containing
+``[moderate]`` is 400 ``content_moderation``. ``X-App-User-Credits`` (and ``config.balance``)
+give 402 ``insufficient_credits`` when the estimated credit exceeds them.
 
-Costs come from :mod:`shark_nb.pricing` (auto size = 1024x1024, auto quality = medium). Every
-charge is tallied in ``sim.charges`` (sync answers when answered; tasks once, when they
-complete), ``sim.total_credit`` sums them, ``sim.requests`` counts requests per route and
+Per model (see :class:`_Request`): the pixel size comes from the model's own fields (``size``;
+``aspect_ratio`` x ``image_size`` at 1024/2048/4096 px on the long side; Grok: its reference
+image's size), the format from ``output_format`` (Seedream: JPEG; others PNG), the answer shape
+from the model (Gemini ``b64_json`` unless ``response_format: "url"``; others URLs;
+``config.response_format`` / ``task_result_shape`` override it for every model). Each image shows
+the model's short name in its top-left corner.
+
+Costs are each schema's simulator price (``ModelSpec.simulator_credit``, docs/models.md; for
+gpt-image-2 the token table of :mod:`shark_nb.pricing`, auto size = 1024x1024, auto quality =
+medium). ``usage`` (tokens) is answered for gpt-image-2 only: the other models are not priced
+in tokens, so their answers carry ``credit`` and no ``usage``. Every charge is tallied in
+``sim.charges`` (sync answers when answered; tasks once, when they complete),
+``sim.total_credit`` sums them, ``sim.requests`` counts requests per route and
 ``sim.log`` keeps the last requests (bodies with data URLs elided) for assertions.
 
 Tasks follow a time-based state machine driven by ``config.clock`` (inject a fake clock in
@@ -43,7 +59,7 @@ task (not charged; with ``cancel_running="refuse"`` a running task answers 409 `
 409 for a completed or failed one. Undocumented shapes a client must tolerate are switchable:
 ``task_result_shape`` (``data_url``, ``b64_json``, ``output_urls``), ``status_spelling`` (e.g.
 ``{"running": "in_progress", "pending": "queued"}``), ``task_error_as_string``,
-``omit_credit``, ``omit_usage``, ``response_format="b64_json"`` (sync answers).
+``omit_credit``, ``omit_usage``, ``response_format="b64_json"`` / ``"url"`` (sync answers, every model).
 
 Faults (deterministic; ``sim.inject(route, kind, count=1, **options)``, route one of ``post``,
 ``poll``, ``cancel``, ``download``, ``models``; queued faults are consumed in order by the next
@@ -98,23 +114,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import pricing
-from ..params import (
-    BACKGROUNDS,
-    BODY_FIELDS,
-    MAX_PROMPT_CHARS,
-    MAX_REFERENCE_IMAGES,
-    MODEL,
-    N_MAX,
-    N_MIN,
-    OTHER_MODELS,
-    OUTPUT_FORMATS,
-    QUALITIES,
-    SIZES,
-    TASK_TIMEOUT_DEFAULT,
-    TASK_TIMEOUT_MAX,
-    TASK_TIMEOUT_MIN,
-)
-from .render import FORMAT_MIME, RenderCache, RenderSpec, seed_for
+from ..params import MAX_PROMPT_CHARS
+from ..schemas import find_model, model_ids, models
+from ..schemas.schema import (COMMON_BODY_FIELDS, TASK_TIMEOUT_DEFAULT, TASK_TIMEOUT_MAX, TASK_TIMEOUT_MIN, Field,
+                              ModelSpec, _fmt_bound)
+from .render import FORMAT_MIME, RenderCache, RenderSpec, parse_size, seed_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -226,11 +230,14 @@ class SimulatorConfig:
     omit_credit: bool = False
     #: Leave ``usage`` out of answers.
     omit_usage: bool = False
-    #: Sync answers carry ``"url"`` (default) or ``"b64_json"`` images.
-    response_format: str = "url"
+    #: Sync answers carry ``"url"`` or ``"b64_json"`` images, for every model (it wins over a
+    #: Gemini request's own ``response_format``). None: each model's own shape (URLs; Gemini
+    #: ``b64_json`` unless its request asks ``response_format: "url"``).
+    response_format: str | None = None
     #: Completed-task image shape: ``data_url`` (data[].url), ``b64_json`` (data[].b64_json) or
-    #: ``output_urls`` (output.urls[]).
-    task_result_shape: str = "data_url"
+    #: ``output_urls`` (output.urls[]), for every model. None: the model's own answer shape
+    #: (``data_url``; Gemini ``b64_json`` unless asked for ``url``).
+    task_result_shape: str | None = None
     #: How task statuses are spelled, e.g. ``{"running": "in_progress", "pending": "queued"}``.
     status_spelling: dict[str, str] = field(default_factory=dict)
     #: A failed task's ``error`` is a plain string instead of an envelope object.
@@ -254,10 +261,10 @@ class SimulatorConfig:
     max_records: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.response_format not in ("url", "b64_json"):
-            raise ValueError("response_format must be 'url' or 'b64_json'")
-        if self.task_result_shape not in ("data_url", "b64_json", "output_urls"):
-            raise ValueError("task_result_shape must be 'data_url', 'b64_json' or 'output_urls'")
+        if self.response_format not in (None, "url", "b64_json"):
+            raise ValueError("response_format must be None, 'url' or 'b64_json'")
+        if self.task_result_shape not in (None, "data_url", "b64_json", "output_urls"):
+            raise ValueError("task_result_shape must be None, 'data_url', 'b64_json' or 'output_urls'")
         if self.cancel_running not in ("allow", "refuse"):
             raise ValueError("cancel_running must be 'allow' or 'refuse'")
         if self.retry_after_format not in ("seconds", "http-date"):
@@ -312,23 +319,87 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_value") ->
     return _APIError(400, message, "invalid_request_error", code, param)
 
 
+#: Output format of models without an ``output_format`` field (a simulator decision, see
+#: docs/reliability.md "Issue 9 — the simulator serves every model"); the rest answer PNG.
+_OUTPUT_FORMAT = {"bytedance/seedream-v4.5": "jpeg"}
+#: Long side in pixels of an ``image_size`` class (no ``image_size``: 1024).
+_LONG_SIDE = {"1K": 1024, "2K": 2048, "4K": 4096}
+#: The largest side rendered for a model that answers at its reference image's size.
+_MAX_SIDE = 4096
+
+
+def _ratio_dims(ratio: str, long_side: int) -> tuple[int, int]:
+    """``"16:9"`` at 1024 -> (1024, 576): the long side given, the short one from the ratio,
+    rounded to a multiple of 8."""
+    a, _, b = ratio.partition(":")
+    w, h = float(a), float(b)
+    short = max(8, int(round(long_side * min(w, h) / max(w, h) / 8)) * 8)
+    return (long_side, short) if w >= h else (short, long_side)
+
+
 @dataclass
 class _Request:
-    """A validated generation request."""
+    """A validated generation request, for any model: its schema, the prompt, the effective
+    settings (the model's defaults overlaid with what was sent; no URLs), the reference image
+    URLs (``image`` or Midjourney's ``sref``), the mask, and task mode."""
 
-    model: str
+    spec: ModelSpec
     prompt: str
-    n: int
-    size: str
-    quality: str
-    background: str
-    output_format: str
+    settings: dict[str, Any]
     image: list[str]
     mask: str | None
     is_async: bool
     timeout: int
     references: tuple[bytes, ...] = ()
     mask_bytes: bytes | None = None
+    #: Pixel size of the first data: reference image (None: none, or only http(s) ones).
+    reference_size: tuple[int, int] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.spec.id
+
+    @property
+    def n(self) -> int:
+        return int(self.settings.get("n", 1))
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """The rendered pixel size, from the model's own fields: ``size`` (``WxH`` / ``W*H``;
+        auto = 1024x1024), else ``aspect_ratio`` with ``image_size`` (1K/2K/4K = 1024/2048/4096
+        on the long side; none: 1024), else the reference image's size (at most 4096 on the
+        long side), else 1024x1024."""
+        s = self.settings
+        if "size" in s:
+            return parse_size(s["size"])
+        if "aspect_ratio" in s:
+            return _ratio_dims(s["aspect_ratio"], _LONG_SIDE.get(s.get("image_size"), 1024))
+        if self.reference_size is not None:
+            w, h = self.reference_size
+            scale = min(1.0, _MAX_SIDE / max(w, h))
+            return max(1, round(w * scale)), max(1, round(h * scale))
+        return 1024, 1024
+
+    @property
+    def size(self) -> str:
+        w, h = self.dimensions
+        return f"{w}x{h}"
+
+    @property
+    def output_format(self) -> str:
+        return self.settings.get("output_format") or _OUTPUT_FORMAT.get(self.model, "png")
+
+    def answer_shape(self, override: str | None) -> str:
+        """``url`` or ``b64_json``: the config's override if set, else the model's (Gemini:
+        its ``response_format``, b64_json by default)."""
+        return override or self.spec.answer_shape_for(self.settings)
+
+    def seed_settings(self) -> str:
+        """The settings that shape the picture beyond size/quality/background/format, as JSON
+        ("" for gpt-image-2, whose seeds stay as they were)."""
+        rest = {k: v for k, v in self.settings.items()
+                if k not in ("n", "size", "quality", "background", "output_format", "response_format")}
+        return json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else ""
 
     def inputs_digest(self) -> str:
         h = hashlib.sha256()
@@ -338,10 +409,16 @@ class _Request:
             h.update(b"mask" + hashlib.sha256(self.mask.encode()).digest())
         return h.hexdigest()[:16] if (self.image or self.mask) else ""
 
-    def costs(self) -> tuple[int, int, float]:
+    def costs(self) -> tuple[int | None, int | None, float]:
+        """(input tokens, output tokens, credit). The credit is the schema's simulator price;
+        tokens only for a model priced by the token table (gpt-image-2), else None."""
+        credit = self.spec.simulator_credit(self.prompt, self.settings, len(self.image))
+        if self.spec.token_estimate is None:
+            return None, None, credit
         in_t = pricing.input_tokens(self.prompt, len(self.image))
-        out_t = pricing.output_tokens(self.quality, self.size, self.n)
-        return in_t, out_t, pricing.credits_for_tokens(in_t, out_t)
+        out_t = pricing.output_tokens(self.settings.get("quality", "auto"), self.settings.get("size", "auto"),
+                                      self.n)
+        return in_t, out_t, credit
 
 
 @dataclass
@@ -363,6 +440,42 @@ class _Task:
     no_images: bool = False
     credit: float | None = None
     usage: dict[str, int] | None = None
+
+
+def _strict_value(spec: ModelSpec, f: Field, v: Any) -> Any:
+    """One setting judged strictly from its schema field, as the gateway would: the exact JSON
+    type (a number for a string-valued field such as Midjourney's ``version`` is refused: the
+    schema's canonical string is what clients send) and the canonical value (no case folding, no
+    ``jpg``). 400 naming the field and what is allowed."""
+    name = f.name
+    lo = None if f.min is None else _fmt_bound(f.min)
+    hi = None if f.max is None else _fmt_bound(f.max)
+    if f.kind in ("int", "number"):
+        ok = not isinstance(v, bool) and isinstance(v, int if f.kind == "int" else (int, float)) and \
+            (not isinstance(v, float) or math.isfinite(v))
+        what = "an integer" if f.kind == "int" else "a number"
+        if not ok:
+            raise _bad(f"{name} must be {what} from {lo} to {hi}", name, "invalid_type")
+        if (f.min is not None and v < f.min) or (f.max is not None and v > f.max):
+            raise _bad(f"{name} must be from {lo} to {hi}, got {v}", name)
+        return v
+    if f.kind == "choice":
+        if not isinstance(v, str):
+            kind = "null" if v is None else "boolean" if isinstance(v, bool) else \
+                "number" if isinstance(v, (int, float)) else "array" if isinstance(v, list) else "object"
+            raise _bad(f"{name} must be a string, one of {', '.join(f.choices)}; got {json.dumps(v)} "
+                       f"(a JSON {kind}; {spec.id} takes the string)", name, "invalid_type")
+        if v not in f.choices:
+            extra = " (this model has no transparent background)" if name == "background" and v == "transparent" else ""
+            raise _bad(f"{name} must be one of {', '.join(f.choices)}; got {v!r}{extra}", name)
+        return v
+    if f.kind == "bool":
+        if not isinstance(v, bool):
+            raise _bad(f"{name} must be a boolean", name, "invalid_type")
+        return v
+    if not isinstance(v, str):  # text
+        raise _bad(f"{name} must be a string", name, "invalid_type")
+    return v
 
 
 def _elide(value: Any) -> Any:
@@ -713,21 +826,18 @@ class Simulator:
         return payload
 
     def _validate(self, p: dict[str, Any]) -> _Request:
-        # The gateway routes by model first; the model's schema then judges the fields.
+        # The gateway routes by model first; the model's schema (shark_nb.schemas) then judges
+        # the fields, strictly: the exact JSON type and canonical value the schema publishes.
         if "model" not in p:
             raise _bad("missing required parameter: 'model'", "model", "missing_required_parameter")
         model = p["model"]
         if not isinstance(model, str):
             raise _bad("model must be a string", "model", "invalid_type")
-        if model != MODEL:
-            if model in OTHER_MODELS:
-                raise _bad(f"model {model!r} is not supported by the simulator (only {MODEL!r})", "model",
-                           "model_not_supported")
-            raise _APIError(404, f"model {model!r} not found", "model_not_found", "model_not_found", "model")
-        allowed = set(BODY_FIELDS) | set(self.config.extra_fields)
+        spec = self._model_or_404(model)
+        allowed = set(COMMON_BODY_FIELDS) | set(spec.field_names) | set(self.config.extra_fields)
         for key in p:
             if key not in allowed:
-                raise _bad(f"Unrecognized request argument supplied: {key!r}", key, "unknown_parameter")
+                raise self._unknown_field(spec, key)
 
         if "prompt" not in p:
             raise _bad("missing required parameter: 'prompt'", "prompt", "missing_required_parameter")
@@ -739,24 +849,14 @@ class Simulator:
         if len(prompt) > MAX_PROMPT_CHARS:
             raise _APIError(400, f"prompt is too long: {len(prompt):,} characters, the limit is "
                                  f"{MAX_PROMPT_CHARS:,}", "input_too_large", "prompt_too_long", "prompt")
+        for f in spec.fields:
+            if f.required and p.get(f.name) is None:
+                what = "the image to edit" if f.role == "image" else f.allowed()
+                raise _bad(f"missing required parameter: {f.name!r} ({spec.id} requires {what})", f.name,
+                           "missing_required_parameter")
 
-        n = p.get("n", 1)
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise _bad(f"n must be an integer from {N_MIN} to {N_MAX}", "n", "invalid_type")
-        if not N_MIN <= n <= N_MAX:
-            raise _bad(f"n must be from {N_MIN} to {N_MAX}, got {n}", "n")
-
-        def enum(name: str, values: tuple[str, ...], default: str) -> str:
-            v = p.get(name, default)
-            if not isinstance(v, str) or v not in values:
-                extra = " (this model has no transparent background)" if name == "background" and v == "transparent" else ""
-                raise _bad(f"{name} must be one of {', '.join(values)}; got {v!r}{extra}", name)
-            return v
-
-        size = enum("size", SIZES, "auto")
-        quality = enum("quality", QUALITIES, "auto")
-        background = enum("background", BACKGROUNDS, "auto")
-        output_format = enum("output_format", OUTPUT_FORMATS, "png")
+        given = {f.name: _strict_value(spec, f, p[f.name]) for f in spec.settings
+                 if f.name in p and f.kind not in ("url", "urls")}
 
         is_async = p.get("async", False)
         if not isinstance(is_async, bool):
@@ -770,19 +870,31 @@ class Simulator:
                        "timeout")
         # (timeout without async is accepted and ignored: it only applies to tasks.)
 
+        # Reference images (gpt-image-2 / Gemini ``image`` lists, Grok's one ``image``,
+        # Midjourney's ``sref``): each data: URL decoded and checked.
         images: list[str] = []
         references: list[bytes] = []
         first_size: tuple[int, int] | None = None
-        if "image" in p:
-            raw = p["image"]
-            if not isinstance(raw, list):
-                raise _bad("image must be an array of image URLs (data: or http(s))", "image", "invalid_type")
-            if not raw:
-                raise _bad("image must contain at least one URL when present", "image")
-            if len(raw) > MAX_REFERENCE_IMAGES:
-                raise _bad(f"at most {MAX_REFERENCE_IMAGES} reference images, got {len(raw)}", "image")
-            for i, url in enumerate(raw):
-                data, dims, _fmt, _alpha = self._check_image_url(url, f"image[{i}]")
+        for f in spec.fields:
+            if f.kind not in ("url", "urls") or f.role == "mask" or f.name not in p:
+                continue
+            raw = p[f.name]
+            if f.kind == "urls":
+                if not isinstance(raw, list):
+                    raise _bad(f"{f.name} must be an array of image URLs (data: or http(s))", f.name, "invalid_type")
+                if not raw:
+                    raise _bad(f"{f.name} must contain at least one URL when present", f.name)
+                most = spec.max_images if f.role == "image" else int(f.max or len(raw))
+                if len(raw) > most:
+                    raise _bad(f"at most {most} reference images, got {len(raw)}", f.name)
+                named = [(url, f"{f.name}[{i}]") for i, url in enumerate(raw)]
+            else:
+                if isinstance(raw, list):
+                    raise _bad(f"{f.name} must be one image URL string (data: or http(s)), not an array of "
+                               f"{len(raw)}: {spec.id} takes a single image", f.name, "invalid_type")
+                named = [(raw, f.name)]
+            for url, name in named:
+                data, dims, _fmt, _alpha = self._check_image_url(url, name)
                 images.append(url)
                 if data is not None:
                     references.append(data)
@@ -790,8 +902,9 @@ class Simulator:
                         first_size = dims
         mask: str | None = None
         mask_bytes: bytes | None = None
-        if "mask" in p:
-            mask = p["mask"]
+        mask_field = spec.mask_field
+        if mask_field is not None and mask_field.name in p:
+            mask = p[mask_field.name]
             if not images:
                 raise _bad("mask needs at least one reference image in 'image'", "mask")
             mask_bytes, dims, fmt, alpha = self._check_image_url(mask, "mask")
@@ -804,8 +917,27 @@ class Simulator:
                 if first_size is not None and dims != first_size:
                     raise _bad(f"mask size {dims[0]}x{dims[1]} does not match the first image "
                                f"({first_size[0]}x{first_size[1]})", "mask", "invalid_mask")
-        return _Request(model, prompt, n, size, quality, background, output_format, images, mask, is_async,
-                        timeout, tuple(references), mask_bytes)
+        return _Request(spec, prompt, spec.effective(given), images, mask, is_async, timeout, tuple(references),
+                        mask_bytes, first_size)
+
+    @staticmethod
+    def _model_or_404(model: str) -> ModelSpec:
+        """The schema of a model the gateway knows by this exact id; else 404 model_not_found,
+        with a hint when it is one of shark_nb's aliases (the gateway knows full ids only)."""
+        spec = find_model(model)
+        if spec is not None and spec.id == model:
+            return spec
+        hint = (f"; the gateway knows full model ids only: did you mean {spec.id!r}?" if spec is not None
+                else f"; the models: {', '.join(model_ids())}")
+        raise _APIError(404, f"model {model!r} not found{hint}", "model_not_found", "model_not_found", "model")
+
+    @staticmethod
+    def _unknown_field(spec: ModelSpec, key: str) -> _APIError:
+        near = spec._no_such_field(key, None).suggestion  # the schema's own did-you-mean
+        hint = f"; did you mean {near!r}?" if near else ""
+        return _bad(f"Unrecognized request argument supplied: {key!r} ({spec.id} has no parameter {key!r}; "
+                    f"its parameters: {', '.join(['prompt', *spec.field_names])}{hint})", key,
+                    "unknown_parameter")
 
     @staticmethod
     def _check_image_url(url: Any, name: str) -> tuple[bytes | None, tuple[int, int], str, bool]:
@@ -887,12 +1019,13 @@ class Simulator:
         created = int(self.now_unix())
         images = [] if no_images else [self._register_image(req, i) for i in range(req.n)]
         t0 = time.perf_counter()
-        data = self._image_entries(images, "b64_json" if self.config.response_format == "b64_json" else "url")
+        shape = req.answer_shape(self.config.response_format)
+        data = self._image_entries(images, shape)
         # Rendering base64 answers takes real time: count it against the latency.
-        spent = time.perf_counter() - t0 if self.config.response_format == "b64_json" else 0.0
+        spent = time.perf_counter() - t0 if shape == "b64_json" else 0.0
         self._charge(tracing, None, credit, req.n, in_t, out_t)
         out: dict[str, Any] = {"created": created, "data": data}
-        if not self.config.omit_usage:
+        if not self.config.omit_usage and in_t is not None and out_t is not None:
             out["usage"] = {"input_tokens": in_t, "output_tokens": out_t, "total_tokens": in_t + out_t}
         if not self.config.omit_credit:
             out["credit"] = credit
@@ -916,12 +1049,14 @@ class Simulator:
             self._post_times.append(now)
 
     def _register_image(self, req: _Request, index: int) -> tuple[str, RenderSpec]:
-        seed = seed_for(model=req.model, prompt=req.prompt, size=req.size, quality=req.quality,
-                        background=req.background, output_format=req.output_format, index=index,
-                        inputs=req.inputs_digest())
+        quality = str(req.settings.get("quality", "auto"))
+        background = str(req.settings.get("background", "auto"))
+        seed = seed_for(model=req.model, prompt=req.prompt, size=req.size, quality=quality,
+                        background=background, output_format=req.output_format, index=index,
+                        inputs=req.inputs_digest(), settings=req.seed_settings())
         spec = RenderSpec(seed=seed, prompt=req.prompt, size=req.size, output_format=req.output_format,
-                          quality=req.quality, background=req.background, index=index, n=req.n, model=req.model,
-                          references=req.references, mask=req.mask_bytes)
+                          quality=quality, background=background, index=index, n=req.n, model=req.model,
+                          references=req.references, mask=req.mask_bytes, label=req.spec.name)
         image_id = "img_" + uuid.uuid4().hex
         weight = sum(len(r) for r in req.references) + len(req.mask_bytes or b"")
         with self._lock:
@@ -950,7 +1085,8 @@ class Simulator:
         expires = int(self.now_unix() + self.config.url_ttl)
         return [{"url": self._signed_url(iid, spec.output_format, expires)} for iid, spec in images]
 
-    def _charge(self, tracing: str, task_id: str | None, credit: float, images: int, in_t: int, out_t: int) -> None:
+    def _charge(self, tracing: str, task_id: str | None, credit: float, images: int, in_t: int | None,
+                out_t: int | None) -> None:
         with self._lock:
             self._charges.append({
                 "tracing_id": tracing, "task_id": task_id, "credit": credit, "images": images,
@@ -1017,7 +1153,8 @@ class Simulator:
                 t.images = [] if t.no_images else [self._register_image(req, i) for i in range(req.n)]
                 expires = int(t.finished_at + self._epoch + self.config.url_ttl)
                 t.urls = [self._signed_url(iid, spec.output_format, expires) for iid, spec in t.images]
-                t.usage = {"input_tokens": in_t, "output_tokens": out_t, "total_tokens": in_t + out_t}
+                t.usage = None if in_t is None or out_t is None else \
+                    {"input_tokens": in_t, "output_tokens": out_t, "total_tokens": in_t + out_t}
                 t.credit = credit
                 t.status = "completed"
                 self._charge(t.tracing_id, t.id, credit, req.n, in_t, out_t)
@@ -1032,7 +1169,8 @@ class Simulator:
                                 "created": t.created, "timeout": t.timeout}
         if status == "completed":
             images = [] if no_images else t.images
-            shape = self.config.task_result_shape
+            shape = self.config.task_result_shape or \
+                ("b64_json" if t.request.answer_shape(None) == "b64_json" else "data_url")
             if shape == "b64_json":
                 body["data"] = self._image_entries(images, "b64_json")
             else:
@@ -1083,17 +1221,15 @@ class Simulator:
     # -- models
 
     def _models(self, model_id: str | None) -> SimResponse:
-        def obj(mid: str) -> dict[str, Any]:
+        def obj(spec: ModelSpec) -> dict[str, Any]:
+            mid = spec.id
             return {"id": mid, "object": "model", "created": 1767225600,
                     "owned_by": _MODEL_OWNERS.get(mid.split("/")[0], mid.split("/")[0]),
-                    "supported_by_simulator": mid == MODEL}
+                    "supported_by_simulator": True}
 
-        known = (MODEL,) + tuple(OTHER_MODELS)
         if model_id is None:
-            return self._json(200, {"object": "list", "data": [obj(m) for m in known]})
-        if model_id not in known:
-            raise _APIError(404, f"model {model_id!r} not found", "model_not_found", "model_not_found")
-        return self._json(200, obj(model_id))
+            return self._json(200, {"object": "list", "data": [obj(m) for m in models()]})
+        return self._json(200, obj(self._model_or_404(model_id)))
 
     # ------------------------------------------------------------------ files
 
