@@ -262,7 +262,7 @@ def test_a_field_the_model_lacks_is_refused_never_dropped(model, name):
 
 
 @pytest.mark.parametrize("model, name, suggestion", [
-    (GEMINI, "output_format", "response_format"),
+    (GEMINI, "output_format", None),  # response_format is b64/url, not a file format
     (GEMINI, "size", "aspect_ratio"),
     (GEMINI, "quality", "image_size"),
     (GEMINI, "aspect_ration", "aspect_ratio"),
@@ -367,19 +367,42 @@ GPT_SETTINGS = [
 ]
 
 
+def _body_before_the_schemas(prompt, *, n=1, size="auto", quality="auto", background="auto",
+                             output_format="png", image=(), mask=None, task_timeout=None):
+    """The body shark_nb sent for gpt-image-2 before the schemas existed (the old
+    ``params.ImageRequest.body``, values already canonical), kept as the reference."""
+    body = {"model": GPT, "prompt": prompt, "n": n, "size": size, "quality": quality,
+            "background": background, "output_format": output_format}
+    if image:
+        body["image"] = list(image)
+    if mask:
+        body["mask"] = mask
+    if task_timeout is not None:
+        body["async"] = True
+        body["timeout"] = task_timeout
+    return body
+
+
+_CANONICAL = {"jpg": "jpeg", "JPEG": "jpeg", "1024X1024": "1024x1024", "Medium": "medium", 2.0: 2}
+
+
 @pytest.mark.parametrize("settings", GPT_SETTINGS)
 @pytest.mark.parametrize("inputs", ["none", "one", "two+mask"])
 @pytest.mark.parametrize("wait, timeout", [("sync", 300), ("task", 300), ("task", 30), ("task", 1800)])
-def test_gpt_image_2_body_is_byte_identical_to_build_request(settings, inputs, wait, timeout):
+def test_gpt_image_2_body_is_byte_identical_to_what_was_always_sent(settings, inputs, wait, timeout):
     ref, mask = _png_data_url(), _png_data_url(mode="RGBA")
     images = {"none": [], "one": [ref], "two+mask": [ref, "https://example.test/b.png"]}[inputs]
     req = build_request("a red fox, in snow", image=images or None,
                         mask=mask if inputs == "two+mask" else None,
                         wait=wait, task_timeout=timeout, **settings)
+    canonical = {k: _CANONICAL.get(v, v) for k, v in settings.items()}
+    expected = _body_before_the_schemas("a red fox, in snow", image=req.image, mask=req.mask,
+                                        task_timeout=timeout if wait == "task" else None, **canonical)
+    assert json.dumps(req.body()) == json.dumps(expected)
     body = model_spec("gpt-image-2").body(
         "a red fox, in snow", settings, image_urls=list(req.image), mask_url=req.mask,
         task_timeout=timeout if wait == "task" else None)
-    assert json.dumps(body) == json.dumps(req.body())
+    assert json.dumps(body) == json.dumps(expected)
 
 
 def test_gpt_image_2_default_body_is_the_providers_example():

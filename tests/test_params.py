@@ -30,12 +30,12 @@ def test_task_mode_adds_async_and_timeout_only():
         ("size", "1024X1024 ", None),  # normalised, accepted
         ("size", 1024, "'2048x2048'"),
         ("quality", "ultra", "'high'"),
-        ("quality", None, "'low'"),
+        ("quality", None, None),  # None = not set: the model's default applies
         ("background", "transparent", "'opaque'"),
         ("output_format", "gif", "'webp'"),
         ("output_format", "JPG", None),  # alias, accepted
-        ("model", "", "model name"),
-        ("model", "openai/gpt image", "model name"),
+        ("model", "", "known models"),
+        ("model", "openai/gpt image", "known models"),
         ("wait", "later", "'task'"),
         ("task_timeout", 29, "30 to 1800"),
         ("task_timeout", 1801, "30 to 1800"),
