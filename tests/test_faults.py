@@ -762,20 +762,33 @@ def test_an_api_redirect_to_another_host_is_refused_and_the_key_never_leaves(scr
 def test_a_poll_redirect_or_a_foreign_polling_url_never_gets_the_key(scripted, make_client, ledger):
     with recorder() as other:
         srv = scripted()
+        # task_2 advertises another host name: refused, the documented URL is polled. task_3 advertises
+        # this machine on another port (the recorder): only its path is used, on the API's own origin.
         srv.script("POST", GEN, Step(202, srv.task_answer("task_1")),
-                   Step(202, srv.task_answer("task_2", polling_url=other.url + "/poll/task_2")), normal(srv))
+                   Step(202, srv.task_answer("task_2", polling_url="http://evil.example/poll/task_2",
+                                             cancel_url="http://evil.example/poll/task_2/cancel")),
+                   Step(202, srv.task_answer("task_3", polling_url=other.url + "/poll/task_3",
+                                             cancel_url=other.url + "/poll/task_3/cancel")), normal(srv))
         srv.script("GET", GEN + "/task_1", Step(307, b"", {"Location": other.url + "/poll/task_1"}))
+        srv.script("POST", GEN + "/task_1/cancel", Step(409, {"error": {"message": "running", "type": "conflict"}}))
+        for tid in ("task_2", "task_3"):
+            srv.script("GET", GEN + "/" + tid, Step(200, srv.image_answer(credit=272.0, id=tid, status="completed"),
+                                                     charge=272.0))
         client = make_client(srv.base_url)
-        with pytest.raises(APIConnectionError, match="redirect"):
+        with pytest.raises(APIConnectionError, match="redirect.*pending.*reconcile"):
             client.generate("x", wait="task", **LOW)
-        with pytest.raises(APIConnectionError, match="refusing to send the API key"):
-            client.generate("y", wait="task", **LOW)
+        assert len(client.generate("y", wait="task", **LOW).images) == 1
+        assert len(client.generate("z", wait="task", **LOW).images) == 1
         assert other.seen == []
-        assert [r["outcome"] for r in ledger.records] == ["pending", "pending"]  # accepted tasks stay listed
+        assert [r["outcome"] for r in ledger.records[:3]] == ["pending", "ok", "ok"]  # the redirected task stays
+        polls = [s.path for s in srv.requests("GET") if not s.path.startswith("/files/")]
+        # task_3's advertised path went to the API's own host (404 there), then the documented URL
+        assert polls == [GEN + "/task_1", GEN + "/task_2", "/poll/task_3", GEN + "/task_3"]
         cmp = assert_ledger_matches(ledger, srv.charges)
         assert_usable(client, scripted=True)
-    row("poll answers 307 to another host; polling_url on another host", "GET poll",
-        "APIConnectionError; ledger 'pending'", "APIConnectionError", "0 requests at the other host", cmp)
+    row("poll answers 307 to another host; polling_url on another host / on this machine's other port", "GET poll",
+        "redirect: APIConnectionError, ledger 'pending'; foreign host: the documented URL is polled; other port: "
+        "its path on the API's origin", "APIConnectionError; images; images", "0 requests at the other host", cmp)
 
 
 def test_a_download_redirect_to_another_host_is_followed_without_any_key(scripted, make_client, ledger):
