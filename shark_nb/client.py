@@ -413,7 +413,7 @@ class AsyncShark:
                 headers["Content-Type"] = "application/json"
             try:
                 try:
-                    response, body = await asyncio.wait_for(_exchange(client, method, url, content, headers), limit)
+                    response, body = await _within(_exchange(client, method, url, content, headers), limit)
                 except asyncio.TimeoutError:
                     raise httpx.ReadTimeout(f"no complete answer within {limit:g} s") from None
             except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
@@ -626,7 +626,7 @@ class AsyncShark:
         """Cancel while giving up a wait: bounded by ``config.CANCEL_TIMEOUT``; "cancelled" only
         when the gateway confirms it."""
         try:
-            return await asyncio.wait_for(self.cancel(task), config.CANCEL_TIMEOUT)
+            return await _within(self.cancel(task), config.CANCEL_TIMEOUT)
         except (SharkError, asyncio.TimeoutError):
             return "unconfirmed"
 
@@ -746,6 +746,16 @@ class AsyncShark:
                    else f"HTTP {response.status_code}" + (" with an empty body" if not data else ""))
             raise DownloadError(f"could not download an image: {why}; the call was charged and is in the ledger",
                                 status=response.status_code, tracing_id=tracing_id)
+
+
+async def _within(aw: Awaitable[T], seconds: float) -> T:
+    """``await aw`` with a deadline (``asyncio.TimeoutError`` past it). ``asyncio.timeout`` where
+    there is one: ``asyncio.wait_for`` before 3.12 can swallow a cancellation that arrives as the
+    inner call finishes, and a swallowed cancel here means a task that Ctrl-C did not stop."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await aw
+    return await asyncio.wait_for(aw, seconds)
 
 
 async def _exchange(client: httpx.AsyncClient, method: str, url: str, content: bytes | None,
