@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import threading
 import time
 import urllib.parse
@@ -892,18 +893,45 @@ class _LoopThread:
 
     @classmethod
     def run(cls, coro: Awaitable[T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, cls.loop())  # type: ignore[arg-type]
+        started, done = threading.Event(), threading.Event()
+
+        async def tracked() -> T:
+            started.set()
+            try:
+                return await coro
+            finally:
+                done.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())  # type: ignore[arg-type]
         try:
             return future.result()
         except KeyboardInterrupt:
-            # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
-            # and records the call) and give it a moment to do so.
+            # Ctrl-C, in a notebook or a plain script: cancel the coroutine (which cancels a task
+            # at the gateway and records the call) and WAIT until it has done so, bounded.
+            # future.cancel() itself returns at once: in a script the interpreter would then exit
+            # and kill this daemon loop thread before the cancel was ever sent.
             future.cancel()
-            try:
-                future.result(timeout=10)
-            except BaseException:
-                pass
+            cls._wait_for_cleanup(started, done)
             raise
+
+    @staticmethod
+    def _wait_for_cleanup(started: threading.Event, done: threading.Event) -> None:
+        """Wait (at most ``config.CANCEL_TIMEOUT`` + 2 s) for an interrupted call to finish its
+        cancel and ledger line. Another Ctrl-C meanwhile does not cut that short: it is bounded,
+        and cutting it would leave a paid task running with nothing kept."""
+        end = time.monotonic() + config.CANCEL_TIMEOUT + 2.0
+        told = False
+        while time.monotonic() < end:
+            try:
+                if done.wait(0.05):
+                    return
+                if not started.is_set() and time.monotonic() > end - config.CANCEL_TIMEOUT - 1.5:
+                    return  # cancelled before it began: nothing was sent
+            except KeyboardInterrupt:
+                if not told:
+                    told = True
+                    print("shark_nb: finishing the cancel at the gateway (a few seconds at most)…",
+                          file=sys.stderr, flush=True)
 
 
 class Shark:
