@@ -834,3 +834,53 @@ def test_the_key_never_reaches_the_file_host_in_any_fault(start_sim, make_client
     assert len(downloads) == 2 + 2 + 1 and all(e["auth"] is None for e in downloads)  # reset, 502 retried
     assert srv.sim.auth_leaks == 0
     check(srv.sim, ledger)
+
+
+# ------------------------------------------------------------------ issue 8: tasks and deadlines
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_relative_task_urls_under_either_host_name(start_sim, make_client, ledger, host):
+    clock = ManualClock()
+    srv = start_sim(clock=clock, latency=3, task_urls="relative")
+    client = make_client(f"http://{host}:{srv.port}/api/v1", sim_clock=clock)
+    result = client.generate("relative", wait="task", **LOW)
+    assert len(result.images) == 1 and srv.sim.requests["poll"] >= 1
+    cmp = check(srv.sim, ledger)
+    assert cmp.with_credit == 1
+    row(f"relative polling_url/cancel_url, API addressed as {host}", "POST 202, GET poll",
+        "resolved on the API's origin", "images", f"{srv.sim.requests['poll']} polls", cmp)
+    assert_usable(client, sim=srv.sim)
+
+
+def test_a_poll_failing_ten_times_does_not_abandon_the_paid_task(start_sim, make_client, ledger):
+    clock = ManualClock()
+    srv = start_sim(clock=clock, latency=200)
+    srv.sim.inject("poll", "status", count=30, status=503, retry_after=5)   # 10 polls x 3 attempts
+    client = make_client(srv.base_url, sim_clock=clock)
+    result = client.generate("patient", wait="task", task_timeout=600, **LOW)
+    assert len(result.images) == 1
+    assert max(client.fake_time.sleeps) <= config.MAX_POLL_BACKOFF
+    cmp = check(srv.sim, ledger)
+    assert cmp.with_credit == 1
+    row("503 with Retry-After on 10 polls in a row (30 attempts)", "GET poll",
+        "polling goes on with capped back-off until the task's deadline", "images",
+        f"{srv.sim.requests['poll']} polls", cmp)
+    assert_usable(client, sim=srv.sim)
+
+
+def test_a_trickling_post_hits_the_whole_answer_deadline(scripted, make_client, ledger):
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(credit=272.0), delay=0.2, action="trickle", charge=272.0),
+               normal(srv))
+    client = make_client(srv.base_url, timeout=SHORT)
+    t0 = time.monotonic()
+    with pytest.raises(APITimeoutError, match="may have been charged"):
+        client.generate("drip", **LOW)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2 * SHORT and len(srv.requests("POST")) == 1
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    assert cmp.covered_unknown == 1
+    row(f"POST answer trickling a chunk every 0.2 s (timeout {SHORT:g} s)", "POST",
+        "APITimeoutError at the deadline, not retried, ledger 'unknown'", f"APITimeoutError after {elapsed:.1f} s",
+        "1 POST", cmp)
+    assert_usable(client, scripted=True)
