@@ -822,10 +822,16 @@ def _adv_client(key: str, gateway: _Echo, ledger: Any) -> Any:
                         transport=httpx.MockTransport(gateway.api),
                         download_transport=httpx.MockTransport(lambda r: httpx.Response(404)))
 
-    async def no_wait(_s: float) -> None:
+    # Virtual time: every wait passes at once and moves the clock on, so a task whose polls keep
+    # failing reaches its deadline (the client polls on until then) without real waiting.
+    now = [1000.0]
+
+    async def no_wait(s: float) -> None:
+        now[0] += max(s, 0.001)
         await asyncio.sleep(0)
 
     client._sleep = no_wait
+    client._clock = lambda: now[0]
     return client
 
 
@@ -966,3 +972,21 @@ def test_a_live_key_is_redacted_from_every_error_without_being_passed():
 
     gc.collect()
     assert key in str(SharkError("gone " + key)), "a dead Secret is no longer searched for"
+
+
+def test_a_key_stays_redacted_after_an_earlier_holder_of_the_same_key_is_dropped():
+    """Two clients with the same key (a notebook cell run twice): dropping the first must not make
+    the second's key leak. (Secrets compare equal by value; a WeakSet held only the first.)"""
+    import gc
+
+    from shark_nb.client import AsyncShark
+    from shark_nb.errors import redact
+
+    key = "sk-twice-Qw8Er7Ty6Ui5"
+    first = AsyncShark(api_key=key, base_url="https://api.example.test/api/v1", quiet=True)
+    second = AsyncShark(api_key=key, base_url="https://api.example.test/api/v1", quiet=True)
+    del first
+    gc.collect()
+    assert second.api_key_set
+    for text in (f"echo {key}", f"Bearer {key}", f"type={key[:9]}", f"{key[-9:]} at the end"):
+        assert "Qw8Er7" not in redact(text) and "Er7Ty6Ui5" not in redact(text), text
