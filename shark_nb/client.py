@@ -16,9 +16,10 @@ import random
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NoReturn, Sequence, TypeVar
 
 import httpx
 
@@ -58,6 +59,8 @@ _STATUS_ALIASES = {
     "error": "failed", "failure": "failed", "canceled": "cancelled",
 }
 _VERSION = "0.1.0"
+#: Said wherever a paid task may still be running: sending the call again could pay twice.
+_NO_RESEND = "do not send the same generation again, that could pay for it twice"
 #: Largest Content-Length read into a preallocated buffer (above: httpx's own reading).
 _PREALLOC_MAX = 256 * 1024 * 1024
 
@@ -206,6 +209,37 @@ class AsyncShark:
         a, b = httpx.URL(url), httpx.URL(self.base_url)
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
+    def _task_url(self, url: Any, fallback: str) -> tuple[str, str | None]:
+        """Where to send a task's poll or cancel, from the URL the gateway advertised: (url, why
+        the advertised one was not used, or None).
+
+        A relative URL ("/api/v1/videos/x", "images/generations/x", "./x") is resolved against
+        the base URL. An absolute one on the API's host (or, for a loopback API, on any spelling
+        of this machine) keeps only its path and query: the request goes to the API's own scheme,
+        host and port, so a proxy's internal port or http-behind-TLS cannot send the key
+        elsewhere. Any other host (also "//host/x") is refused: ``fallback``, the documented
+        ``{base_url}/images/generations/{id}`` URL on the API's origin, is used instead."""
+        if not isinstance(url, str) or not url.strip():
+            return fallback, None
+        api = httpx.URL(self.base_url + "/")
+        try:
+            target = api.join(url.strip())
+        except (httpx.InvalidURL, ValueError):
+            return fallback, "is not a readable URL"
+        if target.scheme not in ("http", "https") or not _same_host(target.host, api.host):
+            return fallback, f"is on another host ({target.host or target.scheme or '?'})"
+        origin = f"{api.scheme}://{api.netloc.decode('ascii')}"
+        return origin + target.raw_path.decode("ascii"), None
+
+    def _task_urls(self, task_id: str, polling_url: Any = None, cancel_url: Any = None) -> tuple[str, str, list[str]]:
+        """(polling URL, cancel URL, notes on advertised URLs that were refused) for a task."""
+        documented = self.base_url + _task_path(task_id)
+        poll, why_poll = self._task_url(polling_url, documented)
+        cancel, why_cancel = self._task_url(cancel_url, documented + "/cancel")
+        notes = [f"{name} {why}; using the documented URL on the API's host instead"
+                 for name, why in (("polling_url", why_poll), ("cancel_url", why_cancel)) if why]
+        return poll, cancel, notes
+
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())
 
@@ -343,14 +377,15 @@ class AsyncShark:
         gateway refuses (409: already running or finished), ``"refused"``; the task goes on and
         may still be charged, and it stays in the ledger as pending until it ends."""
         if isinstance(task, str):
-            url = f"{self.base_url}/images/generations/{task}/cancel"
+            url = self._task_urls(task)[1]
             task_obj = None
         else:
             task.cancel_requested = True
-            url = task.cancel_url or f"{self.base_url}/images/generations/{task.id}/cancel"
+            url = self._task_urls(task.id, cancel_url=task.cancel_url)[1]
             task_obj = task
         try:
-            response = await self._request("POST", url, tracing_id=str(uuid.uuid4()), idempotent=True)
+            response = await self._request("POST", url, tracing_id=str(uuid.uuid4()), idempotent=True,
+                                            attempt_timeout=min(self.timeout, config.CANCEL_TIMEOUT))
         except ConflictError:
             return "refused"
         status = "cancelled"
@@ -371,10 +406,12 @@ class AsyncShark:
         (``client.ledger.unsettled`` lists them)."""
         updated = []
         for rec in self.ledger.records:
-            if rec.get("outcome") != "pending" or not rec.get("polling_url"):
+            if rec.get("outcome") != "pending" or not (rec.get("polling_url") or rec.get("task_id")):
                 continue
+            url = self._task_urls(str(rec.get("task_id") or ""), rec.get("polling_url"))[0]
             try:
-                response = await self._request("GET", rec["polling_url"], tracing_id=rec["tracing_id"], idempotent=True)
+                response = await self._request("GET", url, tracing_id=rec["tracing_id"], idempotent=True,
+                                                attempt_timeout=min(self.timeout, config.POLL_TIMEOUT))
                 body = response.json()
             except (SharkError, ValueError):
                 continue
@@ -402,8 +439,15 @@ class AsyncShark:
         rate_limit_retries: int | None = None,
         reserved: float | None = None,
         flight: _Call | None = None,
+        attempt_timeout: float | None = None,
     ) -> httpx.Response:
-        """One logical API request with the retry policy; raises the mapped error."""
+        """One logical API request with the retry policy; raises the mapped error.
+
+        Each attempt has a deadline on the whole answer (``attempt_timeout``, default the client's
+        ``timeout``): httpx's timeouts are per read, so a server trickling a byte every few seconds
+        would otherwise hold the call for ever. Running out is a ``ReadTimeout``: a paid POST is
+        then not retried (its outcome is unknown), a GET is."""
+        limit = self.timeout if attempt_timeout is None else attempt_timeout
         if not self._is_api_url(url):
             raise APIConnectionError(f"refusing to send the API key to {httpx.URL(url).host}: "
                                      "not the API's host", tracing_id=tracing_id)
@@ -419,8 +463,10 @@ class AsyncShark:
             if flight is not None:
                 flight.in_flight = True  # from here until an answer, the bytes may be at the gateway
             try:
-                response = await client.request(method, url, content=content, headers=headers)
-                body = await response.aread()
+                try:
+                    response, body = await _within(_exchange(client, method, url, content, headers), limit)
+                except asyncio.TimeoutError:
+                    raise httpx.ReadTimeout(f"no complete answer within {limit:g} s") from None
             except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
                 if flight is not None:
                     flight.in_flight = retry.may_have_been_charged(exc)  # those are never retried
@@ -536,23 +582,51 @@ class AsyncShark:
             self._record(self._entry(call, outcome="unknown", status=answer.get("_status"),
                                      error="task answer without an id"))
             raise APIConnectionError("the gateway accepted the task but sent no task id", tracing_id=call.tracing_id)
-        polling_url = answer.get("polling_url") or f"{self.base_url}/images/generations/{task_id}"
-        task = Task(id=str(task_id), polling_url=str(polling_url), cancel_url=answer.get("cancel_url"),
+        # Relative URLs are resolved on the API's origin; one on another host is never sent the
+        # key: the documented URL is polled instead and the ledger line says why.
+        polling_url, cancel_url, notes = self._task_urls(str(task_id), answer.get("polling_url"),
+                                                         answer.get("cancel_url"))
+        task = Task(id=str(task_id), polling_url=polling_url, cancel_url=cancel_url,
                     status=str(answer.get("status") or "pending"),
                     created=answer.get("created"), timeout=answer.get("timeout"), call_id=call.call_id, raw=answer)
         self._record(self._entry(call, outcome="pending", status=answer.get("_status"), task_id=task.id,
-                                 polling_url=task.polling_url))
+                                 polling_url=task.polling_url, error="; ".join(notes) or None))
         return task
 
     async def _await_task(self, task: Task, call: _Call) -> dict:
-        """Poll until the task ends. Cancelling this coroutine cancels the task at the gateway."""
+        """Poll until the task ends. Cancelling this coroutine cancels the task at the gateway.
+
+        A failed poll (5xx, 429, a reset, a timeout) never abandons the paid task: polling goes
+        on, backing off up to ``config.MAX_POLL_BACKOFF`` s (or as ``Retry-After`` says), until
+        the task's own deadline. Only answers that polling again cannot cure stop it early
+        (:meth:`_stop_polling`)."""
         limit = _finite(task.timeout)  # the gateway's number, tolerating "300" or junk
         limit = limit if limit is not None and limit > 0 else call.request.task_timeout
         deadline = self._clock() + limit + config.TASK_DEADLINE_MARGIN
+        delay, failures, not_found = self.poll_interval, 0, 0
         try:
             while True:
-                await self._sleep(self.poll_interval)
-                response = await self._request("GET", task.polling_url, tracing_id=call.tracing_id, idempotent=True)
+                await self._sleep(delay)
+                delay = self.poll_interval
+                try:
+                    response = await self._request("GET", task.polling_url, tracing_id=call.tracing_id, idempotent=True,
+                                                    attempt_timeout=min(self.timeout, config.POLL_TIMEOUT))
+                except (APIError, APIConnectionError) as exc:
+                    documented = self._task_urls(task.id)[0]
+                    if exc.status == 404 and task.polling_url != documented:
+                        task.polling_url = documented  # the advertised path is unknown there: use the documented one
+                        continue
+                    failures += 1
+                    not_found = not_found + 1 if exc.status == 404 else 0
+                    if _poll_error_is_final(exc, not_found):
+                        await self._stop_polling(task, call, exc)
+                    if self._clock() > deadline:
+                        await self._task_deadline(task, call, f"could not be polled before the deadline "
+                                                              f"(last error: {exc.message})")
+                    delay = min(config.MAX_POLL_BACKOFF,
+                                max(exc.retry_after or 0.0, self.poll_interval * 2 ** min(failures, 8)))
+                    continue
+                failures = not_found = 0
                 try:
                     body = response.json()
                 except ValueError:
@@ -569,31 +643,54 @@ class AsyncShark:
                 if task.status in ("failed", "cancelled"):
                     return self._task_ended(task, body, call)
                 if self._clock() > deadline:
-                    was = body.get("status", "running")
-                    if await self._cancel_quietly(task) == "cancelled":  # the gateway confirms: no charge
-                        self._record(self._entry(call, outcome="cancelled", task_id=task.id,
-                                                 error="deadline passed; the task was cancelled at the gateway"))
-                        raise APITimeoutError(f"task {task.id} was still {was!r} after the deadline, so it was "
-                                              "cancelled at the gateway (not charged)", tracing_id=call.tracing_id)
-                    self._record(self._entry(call, outcome="pending", task_id=task.id, polling_url=task.polling_url,
-                                             error="deadline passed while the task was still running"))
-                    raise APITimeoutError(
-                        f"task {task.id} was still {was!r} after the deadline and the gateway refused to cancel "
-                        "it — it stays in the ledger as pending (client.reconcile() checks it later)",
-                        tracing_id=call.tracing_id)
+                    await self._task_deadline(task, call, f"was still {body.get('status', 'running')!r} after the deadline")
         except asyncio.CancelledError:
             status = await asyncio.shield(self._cancel_quietly(task))
             outcome = "cancelled" if status == "cancelled" else "pending"
             self._record(self._entry(call, outcome=outcome, task_id=task.id, polling_url=task.polling_url,
                                      error="cancelled by the user" if outcome == "cancelled" else
-                                     "stopped waiting; the gateway refused to cancel, so it may still be charged"))
+                                     "stopped waiting; the gateway did not confirm the cancel, so it may still be charged"))
             raise
 
+    async def _task_deadline(self, task: Task, call: _Call, why: str) -> NoReturn:
+        """The deadline passed: cancel the task (bounded); the ledger says how that went."""
+        if await self._cancel_quietly(task) == "cancelled":  # the gateway confirms: no charge
+            self._record(self._entry(call, outcome="cancelled", task_id=task.id,
+                                     error="deadline passed; the task was cancelled at the gateway"))
+            raise APITimeoutError(f"task {task.id} {why}, so it was cancelled at the gateway (not charged)",
+                                  tracing_id=call.tracing_id)
+        self._record(self._entry(call, outcome="pending", task_id=task.id, polling_url=task.polling_url,
+                                 error=f"deadline passed: the task {why}"))
+        raise APITimeoutError(
+            f"task {task.id} {why} and the gateway did not confirm a cancel — it may still be charged, so it stays "
+            f"in the ledger as pending (client.reconcile() checks it later); {_NO_RESEND}",
+            tracing_id=call.tracing_id)
+
+    async def _stop_polling(self, task: Task, call: _Call, exc: SharkError) -> NoReturn:
+        """A poll answer that polling again cannot cure (401/403, another 4xx, a redirect, 404
+        several times): try to cancel (bounded), record the outcome, raise naming the task."""
+        what = (f"the gateway does not know task {task.id} (HTTP 404 on {config.POLL_NOT_FOUND_LIMIT} polls)"
+                if exc.status == 404 else f"polling task {task.id} failed: {exc.message}")
+        if await self._cancel_quietly(task) == "cancelled":
+            self._record(self._entry(call, outcome="cancelled", task_id=task.id, error=f"{what}; cancelled"))
+            tail = "so it was cancelled at the gateway (not charged)"
+        else:
+            self._record(self._entry(call, outcome="pending", task_id=task.id, polling_url=task.polling_url,
+                                     error=f"{what}; the task may still run and be charged"))
+            tail = ("the task may still run and be charged: it stays in the ledger as pending "
+                    f"(client.reconcile() checks it later); {_NO_RESEND}")
+        cls = type(exc) if exc.status != 404 else APIError  # a 404 here is not an unknown *model*
+        error = cls(f"{what}; {tail}", status=exc.status, type=exc.type if exc.status != 404 else "task_not_found",
+                    code=exc.code, tracing_id=call.tracing_id)
+        raise error from None
+
     async def _cancel_quietly(self, task: Task) -> str:
+        """Cancel while giving up a wait: bounded by ``config.CANCEL_TIMEOUT``; "cancelled" only
+        when the gateway confirms it."""
         try:
-            return await self.cancel(task)
-        except SharkError:
-            return "refused"
+            return await _within(self.cancel(task), config.CANCEL_TIMEOUT)
+        except (SharkError, asyncio.TimeoutError):
+            return "unconfirmed"
 
     def _task_ended(self, task: Task, body: dict, call: _Call) -> dict:
         err = body.get("error")
@@ -819,6 +916,45 @@ def _count_notes(answer: dict, items: list[dict], asked: int) -> list[str]:
     return notes
 
 
+async def _within(aw: Awaitable[T], seconds: float) -> T:
+    """``await aw`` with a deadline (``asyncio.TimeoutError`` past it). ``asyncio.timeout`` where
+    there is one: ``asyncio.wait_for`` before 3.12 can swallow a cancellation that arrives as the
+    inner call finishes, and a swallowed cancel here means a task that Ctrl-C did not stop."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await aw
+    return await asyncio.wait_for(aw, seconds)
+
+
+async def _exchange(client: httpx.AsyncClient, method: str, url: str, content: bytes | None,
+                    headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+    response = await client.request(method, url, content=content, headers=headers)
+    return response, await response.aread()
+
+
+def _poll_error_is_final(exc: SharkError, not_found: int) -> bool:
+    """A failed poll that polling again cannot cure: a redirect (not followed), 401/403 or another
+    4xx, or a 404 on ``config.POLL_NOT_FOUND_LIMIT`` polls in a row. 5xx, 408, 429 and transport
+    failures (status None) are transient: the task is polled on until its deadline."""
+    status = exc.status
+    if status is None or status >= 500 or status in (408, 429):
+        return False
+    if status == 404:
+        return not_found >= config.POLL_NOT_FOUND_LIMIT
+    return True
+
+
+def _task_path(task_id: str) -> str:
+    """The documented task URL path, the id quoted so that it cannot leave the path."""
+    return "/images/generations/" + urllib.parse.quote(str(task_id), safe="")
+
+
+def _same_host(a: str, b: str) -> bool:
+    """One host, or two spellings of this machine (localhost, 127.0.0.1, ::1)."""
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    return a == b or (config._is_loopback(a) and config._is_loopback(b))
+
+
 def _image_looks_complete(data: bytes) -> bool:
     """A cheap structural check that an image was not cut short (a proxy or object store can send
     a truncated body with a matching Content-Length): PNG ends with IEND, JPEG with EOI, a WebP's
@@ -944,25 +1080,45 @@ class _LoopThread:
 
     @classmethod
     def run(cls, coro: Awaitable[T]) -> T:
-        ended = threading.Event()
+        started, done = threading.Event(), threading.Event()
 
         async def tracked() -> T:
+            started.set()
             try:
                 return await coro
             finally:
-                ended.set()
+                done.set()
 
-        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())
+        future = asyncio.run_coroutine_threadsafe(tracked(), cls.loop())  # type: ignore[arg-type]
         try:
             return future.result()
         except KeyboardInterrupt:
-            # Interrupt in a notebook: cancel the coroutine (which cancels a task at the gateway
-            # and records the call) and give it a moment to do so. (A cancelled future's result()
-            # returns at once, before the coroutine has run its except/finally blocks: wait for
-            # the coroutine itself.)
+            # Ctrl-C, in a notebook or a plain script: cancel the coroutine (which cancels a task
+            # at the gateway and records the call) and WAIT until it has done so, bounded.
+            # future.cancel() itself returns at once: in a script the interpreter would then exit
+            # and kill this daemon loop thread before the cancel was ever sent.
             future.cancel()
-            ended.wait(10)
+            cls._wait_for_cleanup(started, done)
             raise
+
+    @staticmethod
+    def _wait_for_cleanup(started: threading.Event, done: threading.Event) -> None:
+        """Wait (at most ``config.CANCEL_TIMEOUT`` + 2 s) for an interrupted call to finish its
+        cancel and ledger line. Another Ctrl-C meanwhile does not cut that short: it is bounded,
+        and cutting it would leave a paid task running with nothing kept."""
+        end = time.monotonic() + config.CANCEL_TIMEOUT + 2.0
+        told = False
+        while time.monotonic() < end:
+            try:
+                if done.wait(0.05):
+                    return
+                if not started.is_set() and time.monotonic() > end - config.CANCEL_TIMEOUT - 1.5:
+                    return  # cancelled before it began: nothing was sent
+            except KeyboardInterrupt:
+                if not told:
+                    told = True
+                    print("shark_nb: finishing the cancel at the gateway (a few seconds at most)…",
+                          file=sys.stderr, flush=True)
 
 
 class Shark:

@@ -275,7 +275,10 @@ MIN_FRAGMENT = 8
 #: Longest text redacted as a whole; longer server bodies are cut to this first (still redacted
 #: before the final, shorter cut, so a key crossing that cut cannot leave a piece behind).
 _REDACT_SCAN = 65536
-_live_secrets: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: Live key holders by identity. Not a WeakSet: Secrets compare equal by value, so a WeakSet keeps
+#: only the first of two holders of the same key, and when that one dies the key is forgotten
+#: while the second (a new client with the same key) is still alive.
+_live_secrets: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
 _live_lock = threading.Lock()
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # "Bearer <token>" in any case, also URL-encoded (Bearer%20…, Bearer+…): a credential-looking token
@@ -287,7 +290,7 @@ def remember_secret(secret: Any) -> None:
     """Register a key holder (an object with ``reveal()``, i.e. :class:`config.Secret`): while it is
     alive, :func:`redact` removes its key from every error, ledger line and excerpt."""
     with _live_lock:
-        _live_secrets.add(secret)
+        _live_secrets[id(secret)] = secret
 
 
 def _key_forms(key: str) -> set[str]:
@@ -310,7 +313,7 @@ def redact(text: Any, secrets: Iterable[str] = ()) -> Any:
     if "earer" in text.lower():
         text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     with _live_lock:
-        keys = {s.reveal() for s in list(_live_secrets)}
+        keys = {s.reveal() for s in list(_live_secrets.values())}
     keys.update(s for s in secrets if s)
     if keys:
         low = text.translate(_ASCII_LOWER)  # same length as text, so positions carry over

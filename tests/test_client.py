@@ -408,7 +408,7 @@ async def test_task_past_its_deadline_is_cancelled_at_the_gateway(ledger):
 async def test_task_past_its_deadline_that_refuses_to_cancel_stays_pending(ledger):
     gw = Gateway([task_answer(timeout=30)], polls=[{"id": "task_1", "status": "running"}] * 400)
     gw.cancel_status = 409
-    with pytest.raises(APITimeoutError, match="refused to cancel"):
+    with pytest.raises(APITimeoutError, match="did not confirm a cancel.*pending.*reconcile"):
         await make_client(gw, ledger).generate("x", wait="task", task_timeout=30)
     assert ledger.records[0]["outcome"] == "pending" and ledger.unknown_cost_calls == 1
 
@@ -447,11 +447,16 @@ async def test_redirect_is_not_followed_so_the_key_stays_home(ledger):
 
 
 async def test_polling_url_on_another_host_never_gets_the_key(ledger):
-    bad = dict(task_answer(), polling_url="https://evil.test/poll")
-    gw = Gateway([bad])
-    with pytest.raises(APIConnectionError, match="refusing to send the API key"):
-        await make_client(gw, ledger).generate("x", wait="task")
+    # Refused; the documented URL on the API's host is polled instead, and the ledger says why.
+    bad = dict(task_answer(), polling_url="https://evil.test/poll", cancel_url="https://evil.test/cancel")
+    gw = Gateway([bad], polls=[dict(ok_answer(), id="task_1", status="completed")])
+    result = await make_client(gw, ledger).generate("x", wait="task")
+    assert len(result.images) == 1
     assert all(r.url.host == "shark.test" for r in gw.requests)
+    assert str(gw.requests[1].url) == f"{API}/images/generations/task_1"
+    pending = [line for line in map(json.loads, ledger.path.read_text().splitlines()) if line["outcome"] == "pending"]
+    assert "polling_url is on another host (evil.test)" in pending[0]["error"]
+    assert "cancel_url is on another host (evil.test)" in pending[0]["error"]
 
 
 async def test_key_never_appears_in_reprs_errors_or_the_ledger(ledger):

@@ -220,8 +220,9 @@ def test_two_kernels_appending_to_the_same_ledger_file(tmp_path):
     assert all(d["errors"] == [] for d in done)
     n_lines, bad = jsonl_lines_valid(shared)
     assert bad == [] and shared.read_bytes().endswith(b"\n")
-    # every call: a write-ahead "sending" line, then (task) "pending", then the final line
-    assert n_lines == 2 * 25 + 3 * 25
+    # every call: a write-ahead "sending" line, then (task) "pending", the charge before the
+    # downloads, then the final line with the images delivered
+    assert n_lines == 3 * 25 + 4 * 25
     records = load_quietly(shared).records
     assert len(records) == 50
     assert sorted(r["prompt"] for r in records) == sorted([f"A {i}" for i in range(25)] + [f"B {i}" for i in range(25)])

@@ -866,20 +866,33 @@ def test_an_api_redirect_to_another_host_is_refused_and_the_key_never_leaves(scr
 def test_a_poll_redirect_or_a_foreign_polling_url_never_gets_the_key(scripted, make_client, ledger):
     with recorder() as other:
         srv = scripted()
+        # task_2 advertises another host name: refused, the documented URL is polled. task_3 advertises
+        # this machine on another port (the recorder): only its path is used, on the API's own origin.
         srv.script("POST", GEN, Step(202, srv.task_answer("task_1")),
-                   Step(202, srv.task_answer("task_2", polling_url=other.url + "/poll/task_2")), normal(srv))
+                   Step(202, srv.task_answer("task_2", polling_url="http://evil.example/poll/task_2",
+                                             cancel_url="http://evil.example/poll/task_2/cancel")),
+                   Step(202, srv.task_answer("task_3", polling_url=other.url + "/poll/task_3",
+                                             cancel_url=other.url + "/poll/task_3/cancel")), normal(srv))
         srv.script("GET", GEN + "/task_1", Step(307, b"", {"Location": other.url + "/poll/task_1"}))
+        srv.script("POST", GEN + "/task_1/cancel", Step(409, {"error": {"message": "running", "type": "conflict"}}))
+        for tid in ("task_2", "task_3"):
+            srv.script("GET", GEN + "/" + tid, Step(200, srv.image_answer(credit=272.0, id=tid, status="completed"),
+                                                     charge=272.0))
         client = make_client(srv.base_url)
-        with pytest.raises(APIConnectionError, match="redirect"):
+        with pytest.raises(APIConnectionError, match="redirect.*pending.*reconcile"):
             client.generate("x", wait="task", **LOW)
-        with pytest.raises(APIConnectionError, match="refusing to send the API key"):
-            client.generate("y", wait="task", **LOW)
+        assert len(client.generate("y", wait="task", **LOW).images) == 1
+        assert len(client.generate("z", wait="task", **LOW).images) == 1
         assert other.seen == []
-        assert [r["outcome"] for r in ledger.records] == ["pending", "pending"]  # accepted tasks stay listed
+        assert [r["outcome"] for r in ledger.records[:3]] == ["pending", "ok", "ok"]  # the redirected task stays
+        polls = [s.path for s in srv.requests("GET") if not s.path.startswith("/files/")]
+        # task_3's advertised path went to the API's own host (404 there), then the documented URL
+        assert polls == [GEN + "/task_1", GEN + "/task_2", "/poll/task_3", GEN + "/task_3"]
         cmp = assert_ledger_matches(ledger, srv.charges)
         assert_usable(client, scripted=True)
-    row("poll answers 307 to another host; polling_url on another host", "GET poll",
-        "APIConnectionError; ledger 'pending'", "APIConnectionError", "0 requests at the other host", cmp)
+    row("poll answers 307 to another host; polling_url on another host / on this machine's other port", "GET poll",
+        "redirect: APIConnectionError, ledger 'pending'; foreign host: the documented URL is polled; other port: "
+        "its path on the API's origin", "APIConnectionError; images; images", "0 requests at the other host", cmp)
 
 
 def test_a_download_redirect_to_another_host_is_followed_without_any_key(scripted, make_client, ledger):
@@ -925,3 +938,53 @@ def test_the_key_never_reaches_the_file_host_in_any_fault(start_sim, make_client
     assert len(downloads) == 2 + 2 + 1 and all(e["auth"] is None for e in downloads)  # reset, 502 retried
     assert srv.sim.auth_leaks == 0
     check(srv.sim, ledger)
+
+
+# ------------------------------------------------------------------ issue 8: tasks and deadlines
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_relative_task_urls_under_either_host_name(start_sim, make_client, ledger, host):
+    clock = ManualClock()
+    srv = start_sim(clock=clock, latency=3, task_urls="relative")
+    client = make_client(f"http://{host}:{srv.port}/api/v1", sim_clock=clock)
+    result = client.generate("relative", wait="task", **LOW)
+    assert len(result.images) == 1 and srv.sim.requests["poll"] >= 1
+    cmp = check(srv.sim, ledger)
+    assert cmp.with_credit == 1
+    row(f"relative polling_url/cancel_url, API addressed as {host}", "POST 202, GET poll",
+        "resolved on the API's origin", "images", f"{srv.sim.requests['poll']} polls", cmp)
+    assert_usable(client, sim=srv.sim)
+
+
+def test_a_poll_failing_ten_times_does_not_abandon_the_paid_task(start_sim, make_client, ledger):
+    clock = ManualClock()
+    srv = start_sim(clock=clock, latency=200)
+    srv.sim.inject("poll", "status", count=30, status=503, retry_after=5)   # 10 polls x 3 attempts
+    client = make_client(srv.base_url, sim_clock=clock)
+    result = client.generate("patient", wait="task", task_timeout=600, **LOW)
+    assert len(result.images) == 1
+    assert max(client.fake_time.sleeps) <= config.MAX_POLL_BACKOFF
+    cmp = check(srv.sim, ledger)
+    assert cmp.with_credit == 1
+    row("503 with Retry-After on 10 polls in a row (30 attempts)", "GET poll",
+        "polling goes on with capped back-off until the task's deadline", "images",
+        f"{srv.sim.requests['poll']} polls", cmp)
+    assert_usable(client, sim=srv.sim)
+
+
+def test_a_trickling_post_hits_the_whole_answer_deadline(scripted, make_client, ledger):
+    srv = scripted()
+    srv.script("POST", GEN, Step(200, srv.image_answer(credit=272.0), delay=0.2, action="trickle", charge=272.0),
+               normal(srv))
+    client = make_client(srv.base_url, timeout=SHORT)
+    t0 = time.monotonic()
+    with pytest.raises(APITimeoutError, match="may have been charged"):
+        client.generate("drip", **LOW)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2 * SHORT and len(srv.requests("POST")) == 1
+    cmp = assert_ledger_matches(ledger, srv.charges)
+    assert cmp.covered_unknown == 1
+    row(f"POST answer trickling a chunk every 0.2 s (timeout {SHORT:g} s)", "POST",
+        "APITimeoutError at the deadline, not retried, ledger 'unknown'", f"APITimeoutError after {elapsed:.1f} s",
+        "1 POST", cmp)
+    assert_usable(client, scripted=True)

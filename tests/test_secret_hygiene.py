@@ -510,16 +510,19 @@ def _run_redirect(corpus: Corpus) -> tuple[list[_Recorder], list[dict], list[dic
 
 
 def _run_polling_elsewhere(corpus: Corpus) -> tuple[Any, BaseException | None]:
-    """A task whose polling URL names another host: the client refuses to poll it with the key."""
+    """A task whose polling URL names another host: the client refuses to send it the key and
+    polls the documented URL on the API's own host instead (issue 8: a refusal must not abandon
+    a paid task). ``evil.example`` is never resolved: a leak would be a connection attempt."""
     from shark_nb.client import Shark
     from shark_nb.simulator import Simulator, serve_in_thread
 
     srv = serve_in_thread(Simulator(latency=0.01))
-    srv.sim.config.api_base = f"http://localhost:{srv.port}/api/v1"  # what its polling_url will name
+    srv.sim.config.api_base = f"http://evil.example:{srv.port}/api/v1"  # what its polling_url will name
     client = Shark(api_key=PLANTED, base_url=f"http://127.0.0.1:{srv.port}/api/v1", poll_interval=0.01)
     error = None
     try:
-        client.generate("a fox", quality="low", wait="task", task_timeout=60)
+        result = client.generate("a fox", quality="low", wait="task", task_timeout=60)
+        corpus.add("repr", "polling URL on another host: result", repr(result))
     except Exception as exc:  # noqa: BLE001
         error = exc
         corpus.add_exception("polling URL on another host", exc)
@@ -673,9 +676,10 @@ def test_a_redirect_to_another_host_is_not_followed(session: Session):
 
 
 def test_a_polling_url_on_another_host_is_refused(session: Session):
-    err = session.polling_error
-    assert err is not None and "refusing to send the API key" in str(err), repr(err)
-    assert session.other_host_sim.requests["poll"] == 0
+    # The foreign URL was not used (evil.example cannot be reached here: using it would have failed);
+    # the documented URL on the API's own host was polled with the key, and the images came back.
+    assert session.polling_error is None, repr(session.polling_error)
+    assert session.other_host_sim.requests["poll"] >= 1
     assert session.other_host_sim.requests["post"] == 1
 
 
@@ -818,10 +822,16 @@ def _adv_client(key: str, gateway: _Echo, ledger: Any) -> Any:
                         transport=httpx.MockTransport(gateway.api),
                         download_transport=httpx.MockTransport(lambda r: httpx.Response(404)))
 
-    async def no_wait(_s: float) -> None:
+    # Virtual time: every wait passes at once and moves the clock on, so a task whose polls keep
+    # failing reaches its deadline (the client polls on until then) without real waiting.
+    now = [1000.0]
+
+    async def no_wait(s: float) -> None:
+        now[0] += max(s, 0.001)
         await asyncio.sleep(0)
 
     client._sleep = no_wait
+    client._clock = lambda: now[0]
     return client
 
 
@@ -962,3 +972,21 @@ def test_a_live_key_is_redacted_from_every_error_without_being_passed():
 
     gc.collect()
     assert key in str(SharkError("gone " + key)), "a dead Secret is no longer searched for"
+
+
+def test_a_key_stays_redacted_after_an_earlier_holder_of_the_same_key_is_dropped():
+    """Two clients with the same key (a notebook cell run twice): dropping the first must not make
+    the second's key leak. (Secrets compare equal by value; a WeakSet held only the first.)"""
+    import gc
+
+    from shark_nb.client import AsyncShark
+    from shark_nb.errors import redact
+
+    key = "sk-twice-Qw8Er7Ty6Ui5"
+    first = AsyncShark(api_key=key, base_url="https://api.example.test/api/v1", quiet=True)
+    second = AsyncShark(api_key=key, base_url="https://api.example.test/api/v1", quiet=True)
+    del first
+    gc.collect()
+    assert second.api_key_set
+    for text in (f"echo {key}", f"Bearer {key}", f"type={key[:9]}", f"{key[-9:]} at the end"):
+        assert "Qw8Er7" not in redact(text) and "Er7Ty6Ui5" not in redact(text), text

@@ -270,3 +270,39 @@ def test_rate_limit_http_date(clock):
     assert r.status_code == 429
     when = email.utils.parsedate_to_datetime(r.headers["retry-after"]).timestamp()
     assert when == pytest.approx(sim.now_unix() + 30, abs=1.5)
+
+
+def test_task_urls_follow_the_host_the_request_was_addressed_to(clock):
+    sim = Simulator(clock=clock, latency=10.0)
+    sim.bind("http://127.0.0.1:8765/api/v1", "http://127.0.0.1:8765")
+    for origin in ("http://localhost:8765", "http://127.0.0.1:8765", "http://[::1]:8765", "https://proxy.test"):
+        task = sim.handle("POST", origin + "/api/v1/images/generations", {}, _body(TASK)).json()
+        assert task["polling_url"] == f"{origin}/api/v1/images/generations/{task['id']}"
+        assert task["cancel_url"] == task["polling_url"] + "/cancel"
+        poll = sim.handle("GET", origin.replace("localhost", "127.0.0.1") + f"/api/v1/images/generations/{task['id']}",
+                          {}).json()
+        assert poll["polling_url"].startswith(origin.replace("localhost", "127.0.0.1") + "/api/v1/")
+
+
+def test_relative_task_urls_mode(clock):
+    sim, c = make(clock, task_urls="relative")
+    task = start(c)
+    assert task["polling_url"] == f"/api/v1/images/generations/{task['id']}"
+    assert task["cancel_url"] == task["polling_url"] + "/cancel"
+    origin = sim.api_base[: -len("/api/v1")]
+    assert c.get(origin + task["polling_url"]).json()["polling_url"] == task["polling_url"]
+    assert c.post(origin + task["cancel_url"]).json()["status"] == "cancelled"
+
+
+def test_an_explicit_api_base_is_advertised_as_configured(clock):
+    sim = Simulator(clock=clock, api_base="https://gateway.test/api/v1")
+    task = sim.handle("POST", "http://127.0.0.1:1/api/v1/images/generations", {}, _body(TASK)).json()
+    assert task["polling_url"] == f"https://gateway.test/api/v1/images/generations/{task['id']}"
+    with pytest.raises(ValueError, match="task_urls"):
+        Simulator(task_urls="sideways")
+
+
+def _body(payload: dict) -> bytes:
+    import json
+
+    return json.dumps(payload).encode()

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel-running", choices=("allow", "refuse"), default="allow",
                    help="whether a running task may be cancelled (refuse: 409)")
     p.add_argument("--api-base", default=None, help="API base URL to advertise (default: this server)")
+    p.add_argument("--relative-task-urls", action="store_true",
+                   help="advertise polling_url/cancel_url as paths (/api/v1/...), as the gateway's video tasks do")
     p.add_argument("--files-base", default=None, help="base URL of the image links (default: this server)")
     p.add_argument("--allow-download-auth", action="store_true",
                    help="do not refuse downloads that carry an API key (they are still counted)")
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         task_result_shape=args.task_result_shape, status_spelling=args.status_spelling,
         task_error_as_string=args.task_error_as_string, cancel_running=args.cancel_running,
         reject_download_auth=not args.allow_download_auth,
+        task_urls="relative" if args.relative_task_urls else "absolute",
     )
     try:
         handle = serve_in_thread(Simulator(config), host=args.host, port=args.port, verbose=args.verbose)

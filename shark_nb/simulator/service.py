@@ -209,6 +209,11 @@ class SimulatorConfig:
     api_base: str | None = None
     #: Base URL of the signed image links (the "object store"). None: as for ``api_base``.
     files_base: str | None = None
+    #: How ``polling_url``/``cancel_url`` are advertised: ``"absolute"`` (on the scheme, host and
+    #: port the request was addressed to, so ``localhost`` and ``127.0.0.1`` both work; on
+    #: ``api_base`` when that is set explicitly) or ``"relative"`` (``/api/v1/images/...``, as the
+    #: gateway's own video tasks do).
+    task_urls: str = "absolute"
     #: Seconds a sync POST takes to answer, and a task's duration (env ``SHARK_SIM_LATENCY``).
     latency: float = field(default_factory=_env_latency)
     #: Extra seconds before each file download answers.
@@ -267,6 +272,8 @@ class SimulatorConfig:
             raise ValueError("task_result_shape must be None, 'data_url', 'b64_json' or 'output_urls'")
         if self.cancel_running not in ("allow", "refuse"):
             raise ValueError("cancel_running must be 'allow' or 'refuse'")
+        if self.task_urls not in ("absolute", "relative"):
+            raise ValueError("task_urls must be 'absolute' or 'relative'")
         if self.retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
         bad = set(self.status_spelling) - set(TASK_STATUSES)
@@ -513,6 +520,7 @@ class Simulator:
         self._post_times: deque[float] = deque()
         self._bound_api_base: str | None = None
         self._bound_files_base: str | None = None
+        self._local = threading.local()  # the origin the request being handled was addressed to
 
     # ------------------------------------------------------------------ public helpers
 
@@ -635,6 +643,7 @@ class Simulator:
         """Answer one HTTP request. Never sleeps; see :class:`SimResponse`."""
         h = {str(k).lower(): str(v) for k, v in headers.items()}
         parts = urlsplit(url)
+        self._local.origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
         path = unquote(parts.path)
         method = method.upper()
         route, arg = self._route(method, path)
@@ -1113,10 +1122,22 @@ class Simulator:
         body = {
             "id": task.id, "object": "image.generation.task", "status": self._spell("pending"),
             "created": task.created, "timeout": task.timeout,
-            "polling_url": f"{self.api_base}/images/generations/{task.id}",
-            "cancel_url": f"{self.api_base}/images/generations/{task.id}/cancel",
         }
+        body["polling_url"], body["cancel_url"] = self._task_urls(task.id)
         return self._json(202, body)
+
+    def _task_urls(self, task_id: str) -> tuple[str, str]:
+        """(polling_url, cancel_url) as advertised to the request being handled (config.task_urls)."""
+        api_path = urlsplit(self.api_base).path.rstrip("/")
+        origin = getattr(self._local, "origin", None)
+        if self.config.task_urls == "relative":
+            base = api_path
+        elif self.config.api_base is None and origin:
+            base = origin + api_path
+        else:
+            base = self.api_base
+        url = f"{base}/images/generations/{task_id}"
+        return url, url + "/cancel"
 
     def _prune_tasks(self) -> None:
         if len(self._tasks) <= self.config.max_records:
@@ -1186,8 +1207,7 @@ class Simulator:
         elif status == "failed" and t.error:
             body["error"] = t.error["message"] if self.config.task_error_as_string else dict(t.error)
         elif status in ("pending", "running"):
-            body["polling_url"] = f"{self.api_base}/images/generations/{t.id}"
-            body["cancel_url"] = f"{self.api_base}/images/generations/{t.id}/cancel"
+            body["polling_url"], body["cancel_url"] = self._task_urls(t.id)
         return body
 
     def _get_task(self, task_id: str) -> _Task:
