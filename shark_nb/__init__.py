@@ -36,7 +36,7 @@ from .errors import (
     ValidationError,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "Shark": "client",

@@ -57,7 +57,7 @@ _STATUS_ALIASES = {
     "finished": "completed", "ready": "completed",
     "error": "failed", "failure": "failed", "canceled": "cancelled",
 }
-_VERSION = "0.1.0"
+from ._version import __version__ as _VERSION  # noqa: E402 - the one version string
 #: Largest Content-Length read into a preallocated buffer (above: httpx's own reading).
 _PREALLOC_MAX = 256 * 1024 * 1024
 
