@@ -1,8 +1,9 @@
-"""shark_nb: the Shark AI image API (``openai/gpt-image-2``) as a first-class Jupyter citizen.
+"""shark_nb: the Shark AI image gateway's five image models as first-class Jupyter citizens.
 
 Public surface (everything else is private)::
 
     from shark_nb import Shark, AsyncShark, Ledger, SharkError, set_key, studio
+    from shark_nb import models, model_spec          # one schema per model
     %load_ext shark_nb
 
 Heavy modules (httpx, Pillow, ipywidgets) load on first use, so ``%load_ext shark_nb`` is cheap.
@@ -36,7 +37,7 @@ from .errors import (
     ValidationError,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "Shark": "client",

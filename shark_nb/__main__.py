@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import params
+from . import config, params, text
 
 DEFAULT_PROMPT = "a lighthouse on a cliff at dusk, watercolour"
 PROG = "python -m shark_nb"
@@ -38,7 +38,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _check_out(out: str) -> Path:
     """``--out`` must be a folder we can create or write; checked before anything is paid for."""
     if not out.strip() or "\x00" in out:
-        _fail(f"--out {out!r}: expected a folder path, e.g. --out shark-images")
+        _fail(f"--out {out!r}: expected a folder path, e.g. --out {config.DEFAULT_SAVE_FOLDER}")
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         _fail(f"--out {out}: it is a file, not a folder")
@@ -52,11 +52,9 @@ def _check_out(out: str) -> Path:
 
 def _rescue(result: Any) -> tuple[list[Path], str]:
     """Save paid images somewhere that works: $SHARK_NB_HOME/rescued/<tracing id>, else a temp folder."""
-    from .ledger import shark_home
-
     problems = []
-    for folder in (shark_home() / "rescued" / str(result.tracing_id),
-                   Path(tempfile.gettempdir()) / f"shark-images-{result.tracing_id}"):
+    for folder in (config.shark_home() / "rescued" / str(result.tracing_id),
+                   Path(tempfile.gettempdir()) / f"{config.DEFAULT_SAVE_FOLDER}-{result.tracing_id}"):
         try:
             return result.save(folder), str(folder)
         except (OSError, ValueError) as exc:
@@ -72,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", default="low", choices=params.QUALITIES)
     parser.add_argument("--format", dest="output_format", default="png", choices=params.OUTPUT_FORMATS)
     parser.add_argument("--wait", default="sync", choices=params.WAIT_MODES)
-    parser.add_argument("--out", default="shark-images", help="folder for the images (default shark-images)")
+    parser.add_argument("--out", default=config.DEFAULT_SAVE_FOLDER,
+                        help=f"folder for the images (default {config.DEFAULT_SAVE_FOLDER})")
     args = parser.parse_args(argv)
 
     from . import Shark, SharkError
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
 
     where = "the offline simulator" if client.offline else client.base_url
-    print(f"Generating {request.n} image(s) on {where} (estimate {request.estimate_credit():,.1f} credit)…")
+    print(f"Generating {text.count(request.n, 'image')} on {where} (estimate {text.money(request.estimate_credit())})…")
     try:
         result = client.send(request)
     except SharkError as exc:
@@ -108,14 +107,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         code = 1
     for path, image in zip(paths, result.images):
-        print(f"  {path}  {image.size[0]}x{image.size[1]} {image.format}, {len(image.data):,} bytes")
+        print(f"  {path}  {image.size[0]}x{image.size[1]} {image.format}, {text.bytes_(len(image.data))}")
     for note in result._notes():  # images missing, or more/fewer than asked
         print(f"  note: {note}", file=sys.stderr)
     for missing in result.missing:
         if missing.url:
             print(f"  image {missing.index + 1} is still at {missing.url}", file=sys.stderr)
-    credit = "unknown" if result.credit is None else f"{result.credit:,.1f} credit (${result.cost_usd:.4f})"
-    print(f"Cost: {credit} · {result.latency:.2f} s · tracing id {result.tracing_id}")
+    print(f"Cost: {text.money(result.credit)} · {text.duration(result.latency)} · tracing id {result.tracing_id}")
     print(f"Ledger: {client.ledger.summary()}")
     print(f"        {client.ledger.path}")
     return code

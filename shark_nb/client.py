@@ -58,7 +58,7 @@ _STATUS_ALIASES = {
     "finished": "completed", "ready": "completed",
     "error": "failed", "failure": "failed", "canceled": "cancelled",
 }
-_VERSION = "0.1.0"
+from ._version import __version__ as _VERSION  # noqa: E402 - the one version string
 #: Said wherever a paid task may still be running: sending the call again could pay twice.
 _NO_RESEND = "do not send the same generation again, that could pay for it twice"
 #: Largest Content-Length read into a preallocated buffer (above: httpx's own reading).

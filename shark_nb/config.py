@@ -37,6 +37,21 @@ CANCEL_TIMEOUT = 8.0               # seconds a cancel (with its retries) may tak
 DOWNLOAD_CONCURRENCY = 8
 DEFAULT_CONCURRENCY = 4            # generate_many
 OFFLINE_BASE_URL = "http://api.shark-sim.invalid/api/v1"
+DEFAULT_SAVE_FOLDER = "shark-images"   # full-resolution files, relative to the working directory
+DEFAULT_HOME = "~/.shark_nb"           # the ledger and rescued images (SHARK_NB_HOME)
+PREVIEW_MAX_SIDE = 1024                # inline previews: long side in pixels ...
+PREVIEW_FORMAT = "webp"                # ... encoding ("webp" or "jpeg") ...
+PREVIEW_QUALITY = 80                   # ... and quality
+THUMB_SIDE = 256                       # a GenerationResult's own repr: thumbnails this size
+SIM_LATENCY = 0.05                     # seconds the offline simulator takes per call
+
+# --- environment variables (every name the package reads; tests use SHARK_NB_SLOW too) ---------
+ENV_API_KEY = "SHARK_API_KEY"
+ENV_BASE_URL = "SHARK_BASE_URL"
+ENV_OFFLINE = "SHARK_OFFLINE"
+ENV_HOME = "SHARK_NB_HOME"
+ENV_SIM_LATENCY = "SHARK_SIM_LATENCY"
+ENV_SLOW_TESTS = "SHARK_NB_SLOW"       # tests only: run the long reliability runs
 
 _session_key: "Secret | None" = None
 _offline_announced = False
@@ -113,7 +128,7 @@ def check_base_url(url: object) -> str:
     url_given, url = url, url.strip().rstrip("/")
     if url[:3].lower() == "sk-":  # a key pasted into SHARK_BASE_URL: say so without echoing it
         raise ValidationError("base_url", "<hidden>", "an https:// URL such as " + repr(DEFAULT_BASE_URL),
-                              detail="it looks like an API key (put the key in SHARK_API_KEY)")
+                              detail=f"it looks like an API key (put the key in {ENV_API_KEY})")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -174,33 +189,40 @@ def resolve(api_key: object = None, base_url: object = None, offline: bool | Non
     key = None
     if api_key is not None:
         key = check_key(api_key)
-    elif os.environ.get("SHARK_API_KEY"):
-        key = check_key(os.environ["SHARK_API_KEY"])
+    elif os.environ.get(ENV_API_KEY):
+        key = check_key(os.environ[ENV_API_KEY])
     elif _session_key is not None:
         key = _session_key
     if offline is None:
-        offline = _env_flag("SHARK_OFFLINE") or key is None
+        offline = _env_flag(ENV_OFFLINE) or key is None
     if offline:
         return Settings(key=None, base_url=OFFLINE_BASE_URL, offline=True)
     if key is None:
-        raise ValidationError("api_key", None, "a key from SHARK_API_KEY, shark_nb.set_key() or api_key=",
+        raise ValidationError("api_key", None, f"a key from {ENV_API_KEY}, shark_nb.set_key() or api_key=",
                               detail="offline=False needs a key")
-    url = base_url if base_url is not None else os.environ.get("SHARK_BASE_URL") or DEFAULT_BASE_URL
+    url = base_url if base_url is not None else os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
     return Settings(key=key, base_url=check_base_url(url), offline=False)
 
 
-OFFLINE_NOTICE = ("shark_nb: no API key found (SHARK_API_KEY or shark_nb.set_key()) — using the "
+OFFLINE_NOTICE = (f"shark_nb: no API key found ({ENV_API_KEY} or shark_nb.set_key()) — using the "
                   "offline simulator: images are synthetic and nothing is charged.")
 _OFFLINE_TAIL = " — using the offline simulator: images are synthetic and nothing is charged."
 
 
 def offline_reason() -> str:
     """Why this process is offline, in words: the banner must not say "no key" when there is one."""
-    if _env_flag("SHARK_OFFLINE"):
-        return f"SHARK_OFFLINE={os.environ.get('SHARK_OFFLINE', '').strip()} is set"
-    if os.environ.get("SHARK_API_KEY") or _session_key is not None:
+    if _env_flag(ENV_OFFLINE):
+        return f"{ENV_OFFLINE}={os.environ.get(ENV_OFFLINE, '').strip()} is set"
+    if os.environ.get(ENV_API_KEY) or _session_key is not None:
         return "offline mode was asked for (offline=True)"
-    return "no API key found (SHARK_API_KEY or shark_nb.set_key())"
+    return f"no API key found ({ENV_API_KEY} or shark_nb.set_key())"
+
+
+def shark_home() -> "Path":
+    """``$SHARK_NB_HOME``, or ``~/.shark_nb``: where the ledger and rescued images live."""
+    from pathlib import Path
+
+    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser()
 
 
 def announce_offline() -> None:

@@ -9,11 +9,17 @@ mimebundle is small HTML plus a ``text/plain`` fallback:
 * under each, a caption: size, format, its share of the call's credit, and a link to the
   full-resolution file saved on disk (relative to the kernel's working directory, which is the
   notebook's folder, so JupyterLab opens it in a tab);
-* a footer: the call's credit (or "unknown"), the session total from the ledger, and an
-  "offline simulator" badge when the simulator answered.
+* a footer: the call's credit and its dollar value (or "credit unknown" with the estimate),
+  tokens, latency and tracing id when the result has them, the session total from the ledger,
+  and an "offline simulator" badge when the simulator answered.
+
+It is THE gallery renderer: the magic displays it, and ``GenerationResult._repr_html_`` is
+``Gallery(result, max_side=256, preview_format="auto")`` (thumbnails: JPEG, or PNG where the
+image has transparent pixels). Numbers and money are written by :mod:`shark_nb.text`.
 
 It only duck-types the result (``.images`` with ``.data`` / ``.format`` / ``.size``, ``.credit``,
-``.offline``, ``.prompt``), so the studio and anything else can render the same gallery. The
+``.offline``, ``.prompt``; optionally ``.model``, ``.usage``, ``.latency``, ``.tracing_id``,
+``.estimate_credit``, ``.missing``, ``.saved``), so anything can render the same gallery. The
 styles used are all on JupyterLab's HTML sanitizer allow-list, so the output looks the same in an
 untrusted notebook; ``<img src="data:...">`` survives sanitizing (``src`` is not scheme-checked).
 """
@@ -27,9 +33,9 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from . import pricing
+from . import config, text
 
-__all__ = ["Gallery", "PREVIEW_FORMATS", "preview_data_url", "file_link", "fmt_credit"]
+__all__ = ["Gallery", "PREVIEW_FORMATS", "preview_data_url", "file_link", "fmt_credit", "human_bytes"]
 
 #: Preview encodings every current Jupyter front end renders in an ``<img>``.
 PREVIEW_FORMATS = ("webp", "jpeg")
@@ -44,33 +50,34 @@ _BADGE = ('<span style="background:#fde68a;color:#7c2d12;border-radius:4px;paddi
 
 
 def fmt_credit(credit: float | None, *, usd: bool = True) -> str:
-    """``1,234.5 credit ($0.1235)``, or ``unknown``."""
-    if credit is None:
-        return "unknown"
-    if float(credit).is_integer():
-        text = f"{int(credit):,} credit"
-    elif abs(credit) >= 1:
-        text = f"{credit:,.2f} credit"
-    else:
-        text = f"{credit:.4g} credit"
-    if usd:
-        text += f" (${pricing.credits_to_usd(credit):,.4f})"
-    return text
+    """``1,234.5 credit ($0.12)`` (:func:`shark_nb.text.money`), without the dollars when
+    ``usd=False``; ``unknown`` when not known. Kept for the modules that import it."""
+    return text.money(credit) if usd else text.credit(credit)
 
 
-def preview_data_url(image: Any, *, max_side: int = 1024, format: str = "webp",
-                     quality: int = 80) -> tuple[str, int, tuple[int, int]]:
-    """(``data:`` URL, bytes embedded, preview size) for one image's preview. ValueError if the
-    image cannot be decoded."""
+def preview_data_url(image: Any, *, max_side: int = config.PREVIEW_MAX_SIDE, format: str = config.PREVIEW_FORMAT,
+                     quality: int = config.PREVIEW_QUALITY) -> tuple[str, int, tuple[int, int]]:
+    """(``data:`` URL, bytes embedded, display size) for one image's preview. ValueError if the
+    image cannot be decoded. ``format="auto"``: JPEG, or a PNG (at half the side) when the image
+    has transparent pixels, which JPEG would lose."""
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h, 1))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if format == "auto":
+        if hasattr(image, "_display"):
+            mime, data = image._display(max_side, quality=quality)
+        else:
+            from .images import preview_for_display
+
+            mime, data = preview_for_display(image.data, max_side=max_side, quality=quality,
+                                             png_max_side=max(64, max_side // 2))
+        return _data_url(mime, data), len(data), size
     if hasattr(image, "preview"):
         data = image.preview(max_side=max_side, format=format, quality=quality)
     else:
         from .images import make_preview
 
         data = make_preview(image.data, max_side=max_side, format=format, quality=quality)
-    w, h = image.size
-    scale = min(1.0, max_side / max(w, h, 1))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return _data_url(_MIME.get(format, "image/webp"), data), len(data), size
 
 
@@ -91,18 +98,9 @@ def file_link(path: str | os.PathLike, base: str | os.PathLike | None = None) ->
     return quote(shown), shown
 
 
-def _short(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def human_bytes(n: int) -> str:
-    """``812 B``, ``95 KB``, ``2.0 MB``."""
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.0f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
+    """``812 B``, ``95 KB``, ``2.0 MB`` (:func:`shark_nb.text.bytes_`). Kept for the modules that import it."""
+    return text.bytes_(n)
 
 
 class Gallery:
@@ -120,15 +118,15 @@ class Gallery:
         *,
         paths: Sequence[str | os.PathLike | None] | None = None,
         ledger: Any = None,
-        max_side: int = 1024,
-        preview_format: str = "webp",
+        max_side: int = config.PREVIEW_MAX_SIDE,
+        preview_format: str = config.PREVIEW_FORMAT,
         full: bool = False,
-        quality: int = 80,
+        quality: int = config.PREVIEW_QUALITY,
         base: str | os.PathLike | None = None,
         notes: Sequence[str] = (),
     ) -> None:
-        if preview_format not in PREVIEW_FORMATS:
-            raise ValueError(f"preview_format must be one of {PREVIEW_FORMATS}, not {preview_format!r}")
+        if preview_format not in (*PREVIEW_FORMATS, "auto"):
+            raise ValueError(f"preview_format must be one of {(*PREVIEW_FORMATS, 'auto')}, not {preview_format!r}")
         self.result = result
         self.images = list(getattr(result, "images", result))
         if paths is None:
@@ -185,9 +183,9 @@ class Gallery:
         esc = html.escape
         w, h = image.size
         fmt = str(getattr(image, "format", "?"))
-        alt = _short(getattr(self.result, "prompt", "") or f"image {i + 1}", 300)
-        bits = [f"{w}×{h}", fmt.upper(), human_bytes(len(image.data)),
-                fmt_credit(share, usd=False) if share is not None else "credit unknown"]
+        alt = text.shorten(getattr(self.result, "prompt", "") or f"image {i + 1}", 300)
+        bits = [f"{w}×{h}", fmt.upper(), text.bytes_(len(image.data)),
+                text.credit(share) if share is not None else "credit unknown"]
         caption = esc(" · ".join(bits))
         path = self.paths[i]
         if path is not None:
@@ -202,16 +200,32 @@ class Gallery:
                 f'<figcaption style="font-size:11px;color:#555;line-height:1.4">{caption}</figcaption>'
                 "</figure>")
 
-    def _footer(self) -> str:
-        esc = html.escape
-        credit = getattr(self.result, "credit", None)
-        parts = [f"this call: {fmt_credit(credit)}"]
+    def _footer_parts(self) -> list[str]:
+        """``this call: 412.5 credit ($0.04)`` (or ``credit unknown (estimate ...)``), tokens,
+        latency, tracing id, the session total: what the result and the ledger know."""
+        r = self.result
+        credit = getattr(r, "credit", None)
+        if credit is not None:
+            parts = [f"this call: {text.money(credit)}"]
+        else:
+            est = getattr(r, "estimate_credit", None)
+            est = None if callable(est) else est
+            parts = ["this call: credit unknown" + (f" (estimate {text.credit(est)})" if est is not None else "")]
+        if getattr(r, "usage", None) is not None:
+            parts.append(f"tokens {r.usage}")
+        if getattr(r, "latency", None):
+            parts.append(text.duration(r.latency))
+        if getattr(r, "tracing_id", None):
+            parts.append(f"tracing id {r.tracing_id}")
         if self._session is not None:
             parts.append(f"session: {self._session}")
-        text = " · ".join(esc(p) for p in parts)
+        return parts
+
+    def _footer(self) -> str:
+        html_text = " · ".join(html.escape(p) for p in self._footer_parts())
         if getattr(self.result, "offline", False):
-            text += " " + _BADGE
-        return text
+            html_text += " " + _BADGE
+        return html_text
 
     # -- display protocol ----------------------------------------------------------------
     def to_html(self) -> str:
@@ -225,8 +239,10 @@ class Gallery:
                         f'{esc(m.reason)}</div></figure>' for m in self.missing]
             figures = figures or ['<div style="color:#666">no images</div>']
             prompt = getattr(self.result, "prompt", "")
-            head = (f'<div style="font-size:12px;margin-bottom:4px;color:#333">'
-                    f'{esc(_short(prompt, 300))}</div>') if prompt else ""
+            model = getattr(self.result, "model", "")
+            line = " — ".join(x for x in (f"<b>{esc(model)}</b>" if model else "",
+                                          esc(text.shorten(prompt, 300)) if prompt else "") if x)
+            head = f'<div style="font-size:12px;margin-bottom:4px;color:#333">{line}</div>' if line else ""
             notes = "".join(f'<div style="font-size:12px;color:#c62828">{esc(n)}</div>' for n in self.notes)
             self._html = (
                 '<div class="shark-nb-gallery">' + head
@@ -238,18 +254,16 @@ class Gallery:
     def to_text(self) -> str:
         n = len(self.images)
         count = f"{n} of {n + len(self.missing)} images" if self.missing else f"{n} image{'s' if n != 1 else ''}"
-        lines = [count + (f" for {_short(getattr(self.result, 'prompt', ''), 60)!r}"
+        lines = [count + (f" for {text.shorten(getattr(self.result, 'prompt', ''), 60)!r}"
                                                       if getattr(self.result, "prompt", "") else "")]
         share = self._credit_share()
         for i, (im, path) in enumerate(zip(self.images, self.paths)):
             w, h = im.size
             where = str(path) if path is not None else "not saved"
             lines.append(f"  #{self._number(i, im)} {w}x{h} {str(getattr(im, 'format', '?')).upper()} "
-                         f"{fmt_credit(share, usd=False) if share is not None else 'credit unknown'} -> {where}")
+                         f"{text.credit(share) if share is not None else 'credit unknown'} -> {where}")
         lines += [f"  #{m.index + 1} missing: {m.reason}" for m in self.missing]
-        footer = f"this call: {fmt_credit(getattr(self.result, 'credit', None))}"
-        if self._session is not None:
-            footer += f" · session: {self._session}"
+        footer = " · ".join(self._footer_parts())
         if getattr(self.result, "offline", False):
             footer += " · offline simulator"
         lines.append(footer)

@@ -28,9 +28,12 @@ Record schema (one JSON object a line; the client writes these)::
      "call_id": str,              # uuid4 hex, one per logical call (added when missing)
      "time": str,                 # ISO 8601 UTC, e.g. "2026-11-26T13:45:02.123Z" (added when missing)
      "tracing_id": str,           # the X-Tracing-ID sent: what a user quotes to the provider
-     "model": str,                # "openai/gpt-image-2"
+     "model": str,                # the gateway's model id: "openai/gpt-image-2", "bytedance/seedream-v4.5", ...
      "prompt": str,
-     "params": {"n", "size", "quality", "background", "output_format", "wait"},
+     "params": {"model", <that model's settings, defaults filled in>, "wait"},
+                                  # ImageRequest.params(): e.g. gpt-image-2's n, size, quality,
+                                  # background, output_format; gemini's n, image_size,
+                                  # aspect_ratio, response_format (see shark_nb.models())
      "inputs": [{"role": "image"|"mask", "bytes", "sha256", "width", "height", "format"}
                 | {"role": "image"|"mask", "url"}],
      "task_id": str | null,       # async task id (wait="task")
@@ -42,15 +45,22 @@ Record schema (one JSON object a line; the client writes these)::
                                   # "settled": booked by the user with Ledger.settle()
      "status": int | null,        # HTTP status of the final answer
      "images": int,               # images delivered
+     "images_billed": int,        # images the answer held: delivered + missing
+     "urls": [str],               # the answer's image URLs (inline data: images are not kept):
+                                  #   written before the downloads, so a paid image can be fetched
+     "missing": [{"index", "url", "reason", "status"}],   # billed images not delivered
+     "note": str,                 # what the user must know (images missing, more or fewer than asked)
      "usage": {"input_tokens", "output_tokens", "total_tokens"} | null,
      "credit": float | null,      # as reported by the gateway; null = UNKNOWN, never 0
      "credit_reported": any,      # only when the gateway's credit is not counted as it stands
      "credit_note": str,          #   (negative, not a number, absurd): the raw value and why
      "usd": float | null,         # credit / 10,000
-     "estimate_credit": float,    # the pre-call estimate (pricing.estimate_credit)
+     "estimate_credit": float | null,  # the pre-call estimate (ImageRequest.estimate_credit());
+                                  #   null: the model has no known price yet
      "latency_s": float,
      "offline": bool,             # answered by the built-in simulator
-     "error": str | null}
+     "error": str | null,
+     "settled_from": str}         # Ledger.settle(): the outcome the call had before it was settled
 
 A call may be written as several lines with the same ``call_id`` — e.g. ``"outcome": "pending"``
 when a task is submitted, then the final line. Lines with the same ``call_id`` are merged in file
@@ -97,7 +107,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import pricing
+from . import config, pricing, text
 from .errors import BudgetExceededError, ValidationError
 
 __all__ = [
@@ -113,6 +123,7 @@ __all__ = [
     "MAX_CREDIT_PER_CALL",
     "clean_text",
     "credit_rule",
+    "settings_summary",
 ]
 
 SCHEMA_VERSION = 1
@@ -134,15 +145,13 @@ _TEXT_FIELDS = ("call_id", "tracing_id", "model", "prompt", "time", "task_id", "
 HTML_MAX_ROWS = 50
 
 _SESSION_STAMP = "%Y-%m-%dT%H-%M-%SZ"
-_PARAM_COLUMNS = ("n", "size", "quality", "background", "output_format", "wait")
 _USAGE_COLUMNS = ("input_tokens", "output_tokens", "total_tokens")
-_FLAT_COLUMNS = (
-    "time", "call_id", "tracing_id", "model", "prompt",
-    *_PARAM_COLUMNS,
-    "inputs", "task_id", "outcome", "status", "images",
-    *_USAGE_COLUMNS,
-    "credit", "usd", "estimate_credit", "latency_s", "offline", "error", "v",
-)
+#: Flat columns before the model's parameters, and after them (the parameters are the union of
+#: the ``params`` keys the records hold, in first-seen order: every model's own settings).
+_HEAD_COLUMNS = ("time", "call_id", "tracing_id", "model", "prompt")
+_TAIL_COLUMNS = ("inputs", "task_id", "outcome", "status", "images", *_USAGE_COLUMNS,
+                 "credit", "usd", "estimate_credit", "latency_s", "offline", "error", "v")
+_FLAT_COLUMNS = (*_HEAD_COLUMNS, *_TAIL_COLUMNS)
 _TOP_LEVEL_FLATTENED = {"params", "usage", "inputs"}
 
 
@@ -154,9 +163,8 @@ class LedgerWarning(UserWarning):
 
 
 def shark_home() -> Path:
-    """``$SHARK_NB_HOME``, or ``~/.shark_nb``."""
-    env = os.environ.get("SHARK_NB_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".shark_nb"
+    """``$SHARK_NB_HOME``, or ``~/.shark_nb`` (:func:`shark_nb.config.shark_home`)."""
+    return config.shark_home()
 
 
 def ledger_dir(home: str | os.PathLike | None = None) -> Path:
@@ -203,6 +211,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def _find_model(model: str) -> Any:
+    from .schemas import find_model
+
+    return find_model(model)
 
 
 def _now_iso() -> str:
@@ -289,26 +303,43 @@ def _number(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _fmt_num(x: float, decimals: int = 4) -> str:
-    """1234.5 -> '1,234.5'; 10000 -> '10,000'; -3.25 -> '-3.25'."""
-    text = f"{x:,.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+def _shown_value(field: Any, name: str, value: Any) -> str:
+    """One setting as the ledger's table shows it: a choice bare (``16:9``, ``2K``), anything
+    else, or a choice of numbers, as ``name=value`` (``n=2``, ``seed=7``, ``version=7``)."""
+    if field is not None and field.kind == "choice" and not field.numeric:
+        return text.shorten(value, 24)
+    return f"{name}={text.shorten(value, 24)}"
 
 
-def _fmt_usd(usd: float) -> str:
-    sign = "-" if usd < 0 else ""
-    a = abs(usd)
-    if a == 0:
-        return "$0.00"
-    if a < 0.01:
-        return f"{sign}${_fmt_num(a, 4)}" if a >= 0.0001 else f"{sign}${a:.2g}"
-    return f"{sign}${a:,.2f}"
+def settings_summary(model: Any, params: Any) -> str:
+    """A call's settings in a few words, read from its model's schema: every setting that
+    shapes the price, and every other one not at its published default, in the schema's
+    order with ``n`` last — ``1024x1024 · low · n=2`` (gpt-image-2), ``2K · 16:9 · n=2``
+    (gemini), ``version=7 · quality=1`` (midjourney). For a model shark_nb does not know,
+    every parameter as ``name=value``. ``"defaults"`` when nothing is worth showing."""
+    from .schemas import find_model
 
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
+    params = dict(params) if isinstance(params, Mapping) else {}
+    params.pop("wait", None)
+    if params.get("model") == model:
+        params.pop("model")
+    spec = find_model(model)
+    if spec is None:
+        shown = [_shown_value(None, k, v) for k, v in params.items() if v is not None]
+        return " · ".join(shown) or "defaults"
+    fields = {f.name: f for f in spec.settings}
+    order = [n for n in fields if n != "n"] + (["n"] if "n" in fields else [])
+    order += [k for k in params if k not in fields]  # a parameter the schema does not list
+    shown = []
+    for name in order:
+        value = params.get(name)
+        field = fields.get(name)
+        if value is None:
+            continue
+        if field is not None and name not in spec.price_fields and value == field.default:
+            continue
+        shown.append(_shown_value(field, name, value))
+    return " · ".join(shown) or "defaults"
 
 
 def credit_rule(reported: Any) -> tuple[float | None, str | None]:
@@ -337,7 +368,7 @@ def credit_rule(reported: Any) -> tuple[float | None, str | None]:
     if n < 0:
         return None, "the gateway reported a negative credit; counted at the estimate"
     if n > MAX_CREDIT_PER_CALL:
-        return None, (f"the gateway reported {_fmt_num(n)} credit, above the {_fmt_num(MAX_CREDIT_PER_CALL)} "
+        return None, (f"the gateway reported {text.credit(n)}, above the {text.number(MAX_CREDIT_PER_CALL)} "
                       "a call can plausibly cost; counted at that ceiling")
     return n, None
 
@@ -502,7 +533,7 @@ class Ledger:
         value = _number(credit)
         if value is None or value < 0 or value > MAX_CREDIT_PER_CALL:
             raise ValidationError("credit", credit,
-                                  f"a number of credits from 0 to {_fmt_num(MAX_CREDIT_PER_CALL)} (0 = not charged)")
+                                  f"a number of credits from 0 to {text.number(MAX_CREDIT_PER_CALL)} (0 = not charged)")
         with self._lock:
             key = call_id if isinstance(call_id, str) and call_id in self._records else None
             if key is None and isinstance(call_id, str) and call_id:
@@ -572,7 +603,7 @@ class Ledger:
     def _warn_unsaved(self, exc: OSError) -> None:
         warnings.warn(
             f"could not write the ledger file {self._path} ({exc.strerror or exc}); "
-            f"{_plural(len(self._unsaved), 'record')} kept in memory, retried with the next one",
+            f"{text.count(len(self._unsaved), 'record')} kept in memory, retried with the next one",
             LedgerWarning, stacklevel=4)
 
     @property
@@ -743,11 +774,11 @@ class Ledger:
         remaining = budget - self.committed_credits
         if est <= remaining + 1e-9:
             return
-        of_budget = f"the session budget of {_fmt_num(budget)} credit ({_fmt_usd(budget / pricing.CREDITS_PER_USD)})"
-        left = (f"{_fmt_num(remaining)} credit ({_fmt_usd(remaining / pricing.CREDITS_PER_USD)}) is left of {of_budget}"
-                if remaining >= 0 else f"the session is already {_fmt_num(-remaining)} credit over {of_budget}")
+        of_budget = f"the session budget of {text.money(budget)}"
+        left = (f"{text.money(remaining)} is left of {of_budget}"
+                if remaining >= 0 else f"the session is already {text.credit(-remaining)} over {of_budget}")
         raise BudgetExceededError(
-            f"this call is estimated at {_fmt_num(est)} credit ({_fmt_usd(est / pricing.CREDITS_PER_USD)}) "
+            f"this call is estimated at {text.money(est)} "
             f"but {left}; nothing was sent. Raise it with "
             f"`%shark budget <USD>` or `ledger.budget = <credits>` (None removes it)",
             estimate=est, remaining=remaining)
@@ -758,24 +789,24 @@ class Ledger:
         """One line, e.g. ``3 calls · 7 images · 1,234.5 credit ($0.12) · 1 call of unknown cost
         · budget 10,000 credit, 8,765.5 left``."""
         credits = self.total_credits
-        parts = [_plural(self.calls, "call"), _plural(self.images, "image"),
-                 f"{_fmt_num(credits)} credit ({_fmt_usd(credits / pricing.CREDITS_PER_USD)})"]
+        parts = [text.count(self.calls, "call"), text.count(self.images, "image"),
+                 f"{text.money(credits)}"]
         unknown = self.unknown_cost_calls
         if unknown:
-            parts.append(f"{_plural(unknown, 'call')} of unknown cost")
+            parts.append(f"{text.count(unknown, 'call')} of unknown cost")
         suspect = self.suspect_credit_calls
         if suspect:
-            parts.append(f"{_plural(suspect, 'call')} with a suspect credit report")
+            parts.append(f"{text.count(suspect, 'call')} with a suspect credit report")
         budget = self._budget
         if budget is not None:
             remaining = budget - self.committed_credits
-            tail = f"{_fmt_num(remaining)} left" if remaining >= 0 else f"{_fmt_num(-remaining)} over"
-            parts.append(f"budget {_fmt_num(budget)} credit, {tail}")
+            tail = f"{text.number(remaining)} left" if remaining >= 0 else f"{text.number(-remaining)} over"
+            parts.append(f"budget {text.credit(budget)}, {tail}")
         unsaved = self.unsaved
         if unsaved:
-            parts.append(f"{_plural(unsaved, 'record')} not yet saved to disk")
+            parts.append(f"{text.count(unsaved, 'record')} not yet saved to disk")
         if self.skipped:
-            parts.append(f"{_plural(self.skipped, 'damaged line')} skipped")
+            parts.append(f"{text.count(self.skipped, 'damaged line')} skipped")
         return " · ".join(parts)
 
     def __repr__(self) -> str:
@@ -788,14 +819,14 @@ class Ledger:
         hidden = len(values) - len(shown)
         td = 'style="padding:2px 8px;text-align:{}"'
         left, right = td.format("left"), td.format("right")
-        head = ("Time", "Prompt", "Size · quality · n", "Images", "Credit", "USD", "Latency", "Outcome")
-        aligns = (left, left, left, right, right, right, right, left)
+        head = ("Time", "Model", "Prompt", "Settings", "Images", "Credit", "USD", "Latency", "Outcome")
+        aligns = (left, left, left, left, right, right, right, right, left)
         out = ['<div class="shark-ledger" style="font-size:12px">',
                '<table style="border-collapse:collapse">',
                "<thead><tr>" + "".join(f"<th {a}>{h}</th>" for h, a in zip(head, aligns)) + "</tr></thead>",
                "<tbody>"]
         if hidden:
-            out.append(f'<tr><td colspan="8" {left}><i>…{_plural(hidden, "earlier call")} '
+            out.append(f'<tr><td colspan="{len(head)}" {left}><i>…{text.count(hidden, "earlier call")} '
                        f"not shown (see ledger.records or ledger.to_csv())</i></td></tr>")
         for r in shown:
             cells = self._html_cells(r)
@@ -803,12 +834,12 @@ class Ledger:
         credits = self.total_credits
         tokens = self.total_tokens
         unknown = self.unknown_cost_calls
-        unknown_note = f" + {_plural(unknown, 'call')} of unknown cost" if unknown else ""
+        unknown_note = f" + {text.count(unknown, 'call')} of unknown cost" if unknown else ""
         out.append(
-            f'<tr style="border-top:1px solid #999;font-weight:bold"><td {left} colspan="3">'
-            f"Total: {_plural(self.calls, 'call')}, {tokens['total_tokens']:,} tokens</td>"
-            f"<td {right}>{self.images:,}</td><td {right}>{e(_fmt_num(credits))}</td>"
-            f"<td {right}>{e(_fmt_usd(credits / pricing.CREDITS_PER_USD))}</td>"
+            f'<tr style="border-top:1px solid #999;font-weight:bold"><td {left} colspan="4">'
+            f"Total: {text.count(self.calls, 'call')}, {tokens['total_tokens']:,} tokens</td>"
+            f"<td {right}>{self.images:,}</td><td {right}>{e(text.number(credits))}</td>"
+            f"<td {right}>{e(text.usd_of_credit(credits))}</td>"
             f'<td {left} colspan="2">{e(unknown_note)}</td></tr>')
         out.append("</tbody></table>")
         budget = self._budget
@@ -817,9 +848,9 @@ class Ledger:
         else:
             remaining = budget - self.committed_credits
             colour = "#c62828" if remaining < 0 else "inherit"
-            tail = (f"{e(_fmt_num(remaining))} credit left" if remaining >= 0
-                    else f"{e(_fmt_num(-remaining))} credit over")
-            line = (f"Budget {e(_fmt_num(budget))} credit ({e(_fmt_usd(budget / pricing.CREDITS_PER_USD))}): "
+            tail = (f"{e(text.credit(remaining))} left" if remaining >= 0
+                    else f"{e(text.credit(-remaining))} over")
+            line = (f"Budget {e(text.money(budget))}: "
                     f'<span style="color:{colour}">{tail}</span>'
                     + (" (counting estimates for calls of unknown cost)" if unknown else "") + ".")
         out.append(f'<div style="margin-top:4px">{line} '
@@ -835,15 +866,18 @@ class Ledger:
         short = prompt if len(prompt) <= 80 else prompt[:79] + "…"
         title = prompt if len(prompt) <= 500 else prompt[:499] + "…"
         params = r.get("params") if isinstance(r.get("params"), Mapping) else {}
-        setting = " · ".join(str(params.get(k, "?")) for k in ("size", "quality", "n"))
+        model = str(r.get("model") or "?")
+        spec = _find_model(model)
+        setting = settings_summary(model, params)
+        every_param = ", ".join(f"{k}={v}" for k, v in params.items() if k != "model")
         images = _number(r.get("images"))
         credit = _credit_of(r)
         estimate = _number(r.get("estimate_credit"))
         if credit is not None:
-            credit_cell = e(_fmt_num(credit))
-            usd_cell = e(_fmt_usd(credit / pricing.CREDITS_PER_USD))
+            credit_cell = e(text.number(credit))
+            usd_cell = e(text.usd_of_credit(credit))
         elif _may_be_charged_unknown(r):
-            est = f"estimate {_fmt_num(estimate)} credit" if estimate is not None else "no estimate"
+            est = f"estimate {text.credit(estimate)}" if estimate is not None else "no estimate"
             if _suspect_credit(r):
                 est += f"; the gateway reported {r.get('credit_reported', r.get('credit'))!r}"
             credit_cell = f'<span title="{e(est)}" style="color:#b26a00">unknown</span>'
@@ -863,12 +897,13 @@ class Ledger:
                              'padding:0 4px;font-size:10px">offline</span>')
         return [
             e(shown_time),
+            f'<span title="{e(model)}">{e(spec.name if spec is not None else text.shorten(model, 32))}</span>',
             f'<span title="{e(title)}">{e(short)}</span>',
-            e(setting),
+            f'<span title="{e(text.shorten(every_param, 500))}">{e(setting)}</span>',
             f"{int(images):,}" if images is not None else "—",
             credit_cell,
             usd_cell,
-            f"{latency:.1f} s" if latency is not None else "—",
+            text.duration(latency) if latency is not None else "—",
             outcome_cell,
         ]
 
@@ -876,6 +911,7 @@ class Ledger:
 
     def _flat(self) -> tuple[list[str], list[dict[str, Any]]]:
         values = self.records
+        param_columns: list[str] = []   # the union of every record's params, first seen first
         extra: list[str] = []
         rows = []
         for r in values:
@@ -887,7 +923,11 @@ class Ledger:
             params = r.get("params")
             if isinstance(params, Mapping):
                 for k, v in params.items():
-                    col = k if k in _PARAM_COLUMNS else f"params.{k}"
+                    if k == "model" and v == r.get("model"):
+                        continue  # the model column says it
+                    col = f"params.{k}" if k in _FLAT_COLUMNS or k in _TOP_LEVEL_FLATTENED else k
+                    if col not in param_columns:
+                        param_columns.append(col)
                     row[col] = v
             usage = r.get("usage")
             if isinstance(usage, Mapping):
@@ -898,13 +938,18 @@ class Ledger:
             for k, v in row.items():
                 if isinstance(v, (dict, list, tuple)):
                     row[k] = json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=str)
-                if k not in _FLAT_COLUMNS and k not in extra:
+                if k not in _FLAT_COLUMNS and k not in param_columns and k not in extra:
                     extra.append(k)
             rows.append(row)
-        return list(_FLAT_COLUMNS) + extra, rows
+        return [*_HEAD_COLUMNS, *param_columns, *_TAIL_COLUMNS, *extra], rows
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the merged records as a flat CSV (usage and params as columns, inputs as a count).
+
+        The parameter columns are the union of the settings of every model in the ledger
+        (``n``, ``size``, ``quality`` ... for gpt-image-2, ``aspect_ratio``, ``image_size`` ...
+        for gemini), first seen first; a call without a setting has an empty cell there. A
+        parameter named like a ledger column is written as ``params.<name>``.
 
         Written atomically (a temporary file in the same folder, then renamed). An existing folder
         as ``path`` gets ``<session>.csv`` inside it. Unknown values are empty cells. Returns the path.

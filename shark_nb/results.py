@@ -1,8 +1,9 @@
 """Results: :class:`GenerationResult`, :class:`GeneratedImage`, :class:`Usage`, and their display.
 
 Display is compact on purpose, so the notebook file stays small: a single image shows as a
-JPEG preview (a PNG one when it has transparent pixels), a result as a gallery of 256 px
-thumbnails with a footer (credit, USD, tokens, tracing id). Full-resolution files go to disk
+JPEG preview (a PNG one when it has transparent pixels), a result as the package's one gallery
+(:class:`shark_nb.display.Gallery`) of 256 px thumbnails with a footer (credit and its dollar
+value, tokens, latency, tracing id). Full-resolution files go to disk
 with :meth:`GeneratedImage.save` / :meth:`GenerationResult.save`, carrying the prompt and the
 parameters as metadata.
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import math
 import os
@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import pricing
-from .display import human_bytes as _human_bytes
+from . import config, pricing, text
 from .errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,10 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Usage", "GeneratedImage", "GenerationResult", "MissingImage", "DEFAULT_FOLDER"]
 
-#: Where images are saved when no folder is given.
-DEFAULT_FOLDER = "shark-images"
-_DISPLAY_SIDE = 1024      # inline preview of one image
-_THUMB_SIDE = 256         # thumbnails in the result gallery
+#: Where images are saved when no folder is given (:data:`shark_nb.config.DEFAULT_SAVE_FOLDER`).
+DEFAULT_FOLDER = config.DEFAULT_SAVE_FOLDER
 _FORMAT_SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "webp": (".webp",),
                     "gif": (".gif",)}
 
@@ -91,17 +88,6 @@ class Usage:
         def f(v: int | None) -> str:
             return "?" if v is None else f"{v:,}"
         return f"{f(self.input_tokens)} in / {f(self.output_tokens)} out / {f(self.total_tokens)} total"
-
-
-def _fmt_credit(credit: float) -> str:
-    if float(credit).is_integer():
-        return f"{int(credit):,}"
-    return f"{credit:,.2f}" if abs(credit) >= 1 else f"{credit:.4g}"
-
-
-def _short(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -258,7 +244,7 @@ class GeneratedImage:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle: dict[str, Any] = {"text/plain": repr(self)}
         try:
-            mime, data = self._display(_DISPLAY_SIDE)
+            mime, data = self._display(config.PREVIEW_MAX_SIDE)
         except ValueError:
             return bundle
         bundle[mime] = base64.b64encode(data).decode("ascii")
@@ -266,7 +252,7 @@ class GeneratedImage:
 
     def __repr__(self) -> str:
         return (f"<GeneratedImage #{self.index} {self.size[0]}x{self.size[1]} {self.format.upper()} "
-                f"{_human_bytes(len(self.data))}>")
+                f"{text.bytes_(len(self.data))}>")
 
 
 @dataclass(eq=False)
@@ -379,58 +365,12 @@ class GenerationResult:
         return self.images[i]
 
     # -- display -----------------------------------------------------------------------------
-    def _footer_parts(self) -> list[str]:
-        parts = []
-        if self.credit is None:
-            est = self.estimate_credit
-            parts.append("credit unknown" + (f" (estimate {est:,.1f})" if est is not None else ""))
-        else:
-            parts.append(f"credit {_fmt_credit(self.credit)} (${self.cost_usd:,.4f})")
-        if self.usage is not None:
-            parts.append(f"tokens {self.usage}")
-        if self.latency:
-            parts.append(f"{self.latency:.1f} s")
-        if self.tracing_id:
-            parts.append(f"tracing id {self.tracing_id}")
-        return parts
-
     def _repr_html_(self) -> str:
-        esc = html.escape
-        cells = []
-        for img in self.images:
-            caption = f"#{img.index + 1} · {img.size[0]}×{img.size[1]} · {img.format.upper()} · {_human_bytes(len(img.data))}"
-            try:
-                mime, data = img._display(_THUMB_SIDE, quality=75)
-                tag = (f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
-                       f'alt="{esc(_short(self.prompt, 120))}" title="{esc(_short(self.prompt, 300))}" '
-                       f'style="max-width:{_THUMB_SIDE}px;max-height:{_THUMB_SIDE}px;display:block">')
-            except ValueError as exc:
-                tag = f'<div style="width:{_THUMB_SIDE // 2}px;padding:1em;border:1px dashed #999">' \
-                      f'no preview: {esc(str(exc))}</div>'
-            cells.append(f'<figure style="margin:0 8px 8px 0">{tag}'
-                         f'<figcaption style="font-size:11px;color:#666">{esc(caption)}</figcaption></figure>')
-        for m in self.missing:
-            cells.append(f'<figure style="margin:0 8px 8px 0"><div style="width:{_THUMB_SIDE // 2}px;padding:1em;'
-                         f'border:1px dashed #c62828;color:#c62828;font-size:12px">image {m.index + 1} missing: '
-                         f'{esc(m.reason)}</div></figure>')
-        if not cells:
-            cells.append('<div style="color:#666">no images</div>')
-        footer = " · ".join(esc(p) for p in self._footer_parts())
-        notes = "".join(f'<div style="font-size:12px;color:#c62828">{esc(n)}</div>' for n in self._notes())
-        badge = (' <span style="background:#fde68a;color:#7c2d12;border-radius:4px;padding:0 4px;'
-                 'font-size:11px">offline simulator</span>') if self.offline else ""
-        saved = ""
-        if self.saved:
-            saved = ('<div style="font-size:11px;color:#666">saved: '
-                     + ", ".join(f"<code>{esc(str(p))}</code>" for p in self.saved[-4:])
-                     + (f" and {len(self.saved) - 4} more" if len(self.saved) > 4 else "") + "</div>")
-        return (
-            '<div class="shark-nb-result">'
-            f'<div style="font-size:12px;margin-bottom:4px"><b>{esc(self.model)}</b> — '
-            f'{esc(_short(self.prompt, 300))}</div>'
-            f'<div style="display:flex;flex-wrap:wrap;align-items:flex-start">{"".join(cells)}</div>'
-            f'<div style="font-size:11px;color:#444">{footer}{badge}</div>{notes}{saved}</div>'
-        )
+        """The package's one gallery (:class:`shark_nb.display.Gallery`) with 256 px thumbnails
+        (JPEG, or PNG where there is transparency), each linked to its saved file."""
+        from .display import Gallery
+
+        return Gallery(self, max_side=config.THUMB_SIDE, preview_format="auto", quality=75).to_html()
 
     def _notes(self) -> list[str]:
         """The delivery line (when images are missing) and the other notes, for every display."""
@@ -443,9 +383,8 @@ class GenerationResult:
         return "\n".join([repr(self), *self._notes()])
 
     def __repr__(self) -> str:
-        credit = "unknown" if self.credit is None else _fmt_credit(self.credit)
         n = len(self.images)
         count = (f"{n} of {self.images_billed} images delivered ({'; '.join(str(m) for m in self.missing)})"
-                 if self.missing else f"{n} image{'s' if n != 1 else ''}")
-        return (f"<GenerationResult {count} prompt={_short(self.prompt, 40)!r} "
-                f"credit={credit} tracing_id={self.tracing_id!r}{' offline' if self.offline else ''}>")
+                 if self.missing else text.count(n, "image"))
+        return (f"<GenerationResult {count} prompt={text.shorten(self.prompt, 40)!r} "
+                f"credit={text.money(self.credit)} tracing_id={self.tracing_id!r}{' offline' if self.offline else ''}>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import os
@@ -567,7 +568,7 @@ def test_html_escapes_prompts_and_shows_totals_and_budget(tmp_path):
     assert ">" + "x" * 79 + "…<" in out
     assert "unknown" in out and "offline" in out
     assert "Total" in out and "Budget 10,000 credit" in out
-    assert "1024x1024 · low · 2" in out
+    assert "1024x1024 · low · n=2" in out and ">gpt-image-2<" in out  # the model's short name
 
 
 def test_html_shows_the_last_50_rows_newest_last(tmp_path):
@@ -579,3 +580,77 @@ def test_html_shows_the_last_50_rows_newest_last(tmp_path):
     assert "prompt number 009" not in out and "prompt number 010" in out
     assert out.index("prompt number 010") < out.index("prompt number 059")
     assert "No budget set" in out
+
+
+# ----------------------------------------------------------- parameters of whatever model
+
+
+def _call(model, **fields):
+    from shark_nb.request import build_request
+
+    req = build_request("a fox", model=model, **fields)
+    return make_entry(model=req.model, params=req.params())
+
+
+@pytest.mark.parametrize("model, fields, shown", [
+    ("gpt-image-2", dict(n=2, size="1024x1024", quality="low"), "1024x1024 · low · n=2"),
+    ("gpt-image-2", {}, "auto · auto · n=1"),                      # the price fields, even at default
+    ("gpt-image-2", dict(background="opaque", output_format="webp"), "auto · auto · opaque · webp · n=1"),
+    ("gemini", dict(aspect_ratio="16:9", image_size="2K", n=2), "2K · 16:9 · n=2"),
+    ("gemini", dict(seed=7), "seed=7 · 1K"),
+    ("seedream", dict(size="1024*1024"), "1024*1024"),
+    ("midjourney", {}, "version=7 · quality=1"),
+    ("midjourney", dict(stylize=250, aspect_ratio="16:9"), "16:9 · version=7 · quality=1 · stylize=250"),
+    ("grok-edit", dict(image="https://example.com/in.png"), "defaults"),
+])
+def test_the_settings_column_shows_that_models_own_settings(tmp_path, model, fields, shown):
+    from shark_nb.ledger import settings_summary
+
+    entry = _call(model, **fields)
+    assert settings_summary(entry["model"], entry["params"]) == shown
+    led = Ledger(tmp_path / "s.jsonl")
+    led.record(entry)
+    assert f">{html.escape(shown)}</span>" in led._repr_html_()
+
+
+def test_the_settings_of_a_model_shark_nb_does_not_know_are_shown_as_they_are(tmp_path):
+    from shark_nb.ledger import settings_summary
+
+    params = {"model": "acme/painter-9", "style": "oil", "steps": 30, "wait": "sync"}
+    assert settings_summary("acme/painter-9", params) == "style=oil · steps=30"
+    assert settings_summary("acme/painter-9", "garbage") == "defaults"
+    led = Ledger(tmp_path / "s.jsonl")
+    led.record(make_entry(model="acme/painter-9", params=params))
+    out = led._repr_html_()
+    assert "style=oil · steps=30" in out and ">acme/painter-9<" in out
+
+
+def test_csv_columns_are_the_union_of_the_params_every_model_used(tmp_path):
+    led = Ledger(tmp_path / "s.jsonl")
+    led.record(_call("gpt-image-2", n=2, quality="low"))
+    led.record(_call("gemini", aspect_ratio="16:9"))
+    led.record(_call("midjourney", stylize=250))
+    led.record(make_entry(params={"model": "other/model", "images": 3, "wait": "task"}))  # odd names
+    out = led.to_csv(tmp_path / "l.csv")
+    with open(out, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols, rows = reader.fieldnames, list(reader)
+    params = cols[cols.index("prompt") + 1: cols.index("inputs")]
+    assert params == ["n", "size", "quality", "background", "output_format", "wait", "image_size",
+                      "aspect_ratio", "response_format", "version", "stylize", "chaos", "weird", "niji",
+                      "seed", "params.model", "params.images"]
+    assert cols.count("model") == 1 and "params" not in cols
+    gpt, gemini, mj, odd = rows
+    assert (gpt["quality"], gpt["aspect_ratio"]) == ("low", "")
+    assert (gemini["aspect_ratio"], gemini["quality"], gemini["n"]) == ("16:9", "", "1")
+    assert (mj["stylize"], mj["quality"], mj["aspect_ratio"]) == ("250", "1", "1:1")
+    assert (odd["params.model"], odd["params.images"], odd["images"], odd["wait"]) == ("other/model", "3", "2", "task")
+
+
+def test_dataframe_has_the_same_param_columns(tmp_path):
+    pytest.importorskip("pandas")
+    led = Ledger(tmp_path / "s.jsonl")
+    led.record(_call("seedream", size="1024*1024"))
+    led.record(_call("gemini", image_size="4K"))
+    df = led.to_dataframe()
+    assert list(df["size"].fillna("")) == ["1024*1024", ""] and list(df["image_size"].fillna("")) == ["", "4K"]

@@ -144,7 +144,7 @@ async def test_one_failed_image_never_costs_its_siblings(ledger, kind):
     line = f"2 of 3 images delivered; image 3: {m.reason}"
     assert line in repr(result) or f"2 of 3 images delivered ({m}" in repr(result)
     assert line in str(result) and "result.missing[i].url" in str(result)
-    assert "image 3 missing" in result._repr_html_() and "2 of 3 images delivered" in result._repr_html_()
+    assert "#3 missing: " in result._repr_html_() and "2 of 3 images delivered" in result._repr_html_()
     # the ledger: charge kept, delivered vs billed, the URLs kept
     rec = last(ledger)
     assert rec["credit"] == CREDIT and rec["outcome"] == "ok"
@@ -456,7 +456,8 @@ def test_repr_str_and_html_of_a_partial_result():
     r = partial_result(3, missing=(2,))
     assert "2 of 3 images delivered (image 3: the signed URL has expired or was refused (HTTP 403))" in repr(r)
     assert "2 of 3 images delivered; image 3: the signed URL has expired or was refused (HTTP 403)" in str(r)
-    assert "image 3 missing" in r._repr_html_()
+    assert "#3 missing: the signed URL has expired" in r._repr_html_()
+    assert r._repr_html_() == Gallery(r, max_side=256, preview_format="auto", quality=75).to_html()  # one renderer
 
 
 # ------------------------------------------------------------------------------------- saving

@@ -12,11 +12,14 @@ nothing here reaches outside the machine.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from shark_nb import text
 
 REPO = Path(__file__).resolve().parents[1]
 PROG = "python -m shark_nb: error: "
@@ -108,10 +111,14 @@ def test_an_empty_base_url_means_the_default():
 def test_the_happy_path_prints_the_files_and_the_ledger(tmp_path):
     proc = _cli(tmp_path, "-n", "1", "--out", "pics", "a fox")
     assert proc.returncode == 0, proc.stderr
-    assert "Generating 1 image(s) on the offline simulator" in proc.stdout
+    assert "Generating 1 image on the offline simulator (estimate " in proc.stdout
     files = list((tmp_path / "pics").glob("*.png"))
     assert len(files) == 1 and str(files[0].name) in proc.stdout
     assert "Ledger:" in proc.stdout
+    # money in shark_nb.text's one spelling: "Cost: 106 credit ($0.01) · 0.1 s · ..."
+    cost = re.search(r"^Cost: (.+?) · ([\d.]+ s) · tracing id ", proc.stdout, re.M)
+    credit = float(cost.group(1).split(" credit")[0].replace(",", ""))
+    assert cost.group(1) == text.money(credit)
 
 
 def test_paid_images_are_rescued_when_out_cannot_be_written(tmp_path, monkeypatch, capsys):

@@ -254,7 +254,7 @@ def test_html_gallery_is_compact_and_escaped():
     assert len(thumbs) == 2 and all(t.format == "JPEG" and max(t.size) <= 256 for t in thumbs)
     assert len(text) < 100_000
     assert "1536×1024" in text and "PNG" in text
-    assert "412.50" in text and "$0.0413" in text and "trace-123" in text
+    assert "this call: 412.5 credit ($0.04)" in text and "trace-123" in text and "3.2 s" in text
     assert "12 in / 544 out / 556 total" in text
     assert "offline simulator" not in text
 
@@ -274,7 +274,12 @@ def test_html_with_transparency_and_broken_images():
     assert "no preview" in text and '<"x">' not in text and "&lt;&quot;x&quot;&gt;" in text
 
 
-def test_html_lists_saved_files(tmp_path):
-    r = make_result(n=1, size=(16, 16))
-    r.save(tmp_path)
-    assert "saved:" in r._repr_html_()
+def test_html_links_each_image_to_its_saved_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = make_result(n=2, size=(16, 16))
+    assert r._repr_html_().count("<i>not saved</i>") == 2
+    paths = r.save(tmp_path / "out")
+    text = r._repr_html_()
+    for p in paths:
+        assert f'<a href="out/{p.name}" target="_blank"' in text
+    assert "not saved" not in text
