@@ -122,7 +122,8 @@ class SharkMagic(Magics, Configurable):
     @validate(*GPT_TRAITS)
     def _v_gpt_setting(self, proposal: Any) -> Any:
         name = proposal.trait.name
-        return _trait_check(name, _GPT.field(name).validate, proposal.value, model=_GPT.id, owner=_GPT.name)
+        return _trait_check(name, lambda v: _GPT.field(name).validate(v, model=_GPT.id, owner=_GPT.name),
+                            proposal.value)
 
     @validate("defaults")
     def _v_defaults(self, proposal: Any) -> dict:
@@ -278,25 +279,28 @@ class SharkMagic(Magics, Configurable):
         """The build_request arguments of one call (or one compare cell) on ``spec``: that model's
         defaults, the options given (read by its fields), its inputs and the wait mode."""
         fields = {**self.model_defaults(spec), **options.fields_for(spec, given, cell=cell)}
-        self.check_inputs(spec, bool(args.image), args.mask is not None, cell=cell)
+        self.check_inputs(spec, bool(args.image), args.mask, cell=cell)
         images = [self.resolve_input(v, "--image") for v in (args.image or [])]
         mask = self.resolve_input(args.mask, "--mask") if args.mask is not None else None
         return dict(model=spec.id, image=images or None, mask=mask,
                     wait=args.wait if args.wait is not None else self.wait, **fields)
 
     @staticmethod
-    def check_inputs(spec: ModelSpec, images: bool, mask: bool, *, cell: str = "") -> None:
-        """``--image`` / ``--mask`` for a model that takes none, or no ``--image`` for one that
-        requires it: named as options (the schema words the counts)."""
+    def check_inputs(spec: ModelSpec, images: bool, mask: str | None, *, cell: str = "") -> None:
+        """``--image`` / ``--mask`` for a model that takes none, no ``--image`` for one that
+        requires it, a mask without an image: named as options (the schema words the counts)."""
         from ..schemas import models
 
         for given, option, has in ((images, "--image", spec.image_field is not None),
-                                   (mask, "--mask", spec.takes_mask)):
+                                   (mask is not None, "--mask", spec.takes_mask)):
             if given and not has:
                 takers = "/".join(s.name for s in models()
                                   if (s.image_field if option == "--image" else s.mask_field) is not None)
                 raise SharkUsageError(cell + options.not_for_model(option, spec, owners=takers,
                                                                   field_name=option[2:]))
+        if mask is not None and not images:
+            raise SharkUsageError(f"{cell}--mask {mask}: a mask goes together with at least one reference "
+                                  "image: add --image PATH_OR_VAR (the mask is for the first one)")
         if spec.requires_image and not images:
             raise SharkUsageError(f"{cell}{spec.name} edits an image: give it with --image PATH_OR_VAR "
                                   f"(%shark --model {spec.name} --help)")

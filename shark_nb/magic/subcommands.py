@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config, session, text
-from ..errors import SharkError, ValidationError
+from ..errors import BudgetExceededError, ValidationError
 from ..schemas import model_spec
 from . import options
 from .usage import SharkUsageError, expand_prompt, parse_budget
@@ -284,15 +284,17 @@ def compare(magic: Any, rest: str, cell: str | None) -> None:
             grid = client.compare(prompt, **plan_args)
         except KeyboardInterrupt:
             raise SharkUsageError(interrupted(plan.requests[0].is_task)) from None
+        except BudgetExceededError as exc:
+            raise SharkUsageError(f"the grid of {text.count(len(plan.requests), 'cell')} is over the "
+                                  f"budget: {exc.message}") from None
         save_dir = args.save if args.save is not None else magic.save_dir
         notes: list[str] = []
         for label, result in zip(grid.labels, grid.results):
             if not isinstance(result, BaseException):
                 save_images(result, save_dir, notes, label=f"[{label}] ")
         magic.assign(args.out, grid)
-    except BaseException as exc:
-        why = exc.message if isinstance(exc, SharkError) else "the comparison did not complete"
-        status.update(_note(f"nothing shown: {text.shorten(why, 160)} (the error follows)"), raw=True)
+    except BaseException:  # never an empty output: say what became of the estimate line
+        status.update(_note("no grid: the comparison did not complete (the error follows)"), raw=True)
         raise
     status.update(grid)
     if notes:
