@@ -407,3 +407,27 @@ def test_in_a_real_kernel_a_non_gpt_model_via_the_magic(tmp_path):
         assert len(list((Path(tmp_path) / "shark-images").glob("*.png"))) == 1
     finally:
         kernel.close()
+
+
+def test_schema_options_may_not_collide(monkeypatch):
+    """A model whose field would take a common option, or one option meaning two field names,
+    is refused when the options are built (a programming error, not a silent override)."""
+    from shark_nb.schemas import Field, ModelSpec
+
+    def specs(*fields_per_model):
+        return [ModelSpec(id=f"test/m{i}", name=f"m{i}", title="t", fields=fields)
+                for i, fields in enumerate(fields_per_model)]
+
+    cases = [
+        (specs((Field("model_version", "text", option="--model"),)), "the magic's own option --model"),
+        (specs((Field("size", "text"),), (Field("dims", "text", option="--size"),)),
+         "option --size would mean 'size' on test/m0 and 'dims' on test/m1"),
+    ]
+    for fake, message in cases:
+        monkeypatch.setattr(options, "models", lambda fake=fake: fake)
+        options._options.cache_clear()
+        with pytest.raises(TypeError, match=message):
+            options.schema_options()
+    monkeypatch.undo()
+    options._options.cache_clear()
+    assert len(options.schema_options()) >= 15

@@ -22,10 +22,10 @@ Options: every setting of every model is an option, derived from the model schem
 ``--image-size``, ``--seed``, ``--stylize``, ``--sref`` ... An option shared by several models
 means that model's field (its text read by the chosen model's ``Field.parse``, its value judged
 by that model's schema); an option the chosen model lacks is an error naming the models that take
-it. ``--model`` takes ids and aliases (gemini, mj, grok ...); ``--image X`` (repeatable) and ``--mask X`` where X is a file path or the name of a notebook
-variable holding a PIL image, bytes, a GenerationResult (its first image, or ``name[i]``) or a
-GeneratedImage; ``--wait sync|task``, ``-o/--out NAME``, ``--save DIR``, ``--dry-run``,
-``--full``.
+it. ``--model`` takes ids and aliases (gemini, mj, grok ...); ``--image X`` (repeatable) and
+``--mask X`` where X is a file path or the name of a notebook variable holding a PIL image,
+bytes, a GenerationResult (its first image, or ``name[i]``) or a GeneratedImage; ``--wait
+sync|task``, ``-o/--out NAME``, ``--save DIR``, ``--dry-run``, ``--full``.
 
 Decisions (documented in ``%shark --help`` too):
 

@@ -319,7 +319,8 @@ class SharkMagic(Magics, Configurable):
                 try:
                     return images[i]
                 except IndexError:
-                    raise SharkUsageError(f"{option} {value}: the result has {text.count(len(images), 'image')}") from None
+                    raise SharkUsageError(f"{option} {value}: the result has "
+                                          f"{text.count(len(images), 'image')}") from None
             if index is not None:
                 if isinstance(obj, (list, tuple)):
                     try:
@@ -428,3 +429,8 @@ def _note(text_: str) -> dict[str, str]:
     import html
 
     return {"text/plain": text_, "text/html": f'<span style="color:#666;font-size:12px">{html.escape(text_)}</span>'}
+
+
+# ``%shark?`` shows the argparse help (magic_arguments wrote it into the docstring): add what each
+# model takes, from the schemas.
+SharkMagic.shark.__doc__ = (SharkMagic.shark.__doc__ or "") + "\n" + options.models_table() + "\n"

@@ -210,8 +210,8 @@ def _vary(items: list[str], spec: Any) -> dict[str, list[Any]]:
         if f is None:
             opt = next((o for o in options.schema_options() if o.name == name or o.option.lstrip("-") == name), None)
             if opt is not None:
-                raise SharkUsageError(f"--vary {name}: " + options.not_for_model(opt.option, spec, owners=opt.owner_names,
-                                                                        field_name=opt.name))
+                raise SharkUsageError(f"--vary {name}: " + options.not_for_model(
+                    opt.option, spec, owners=opt.owner_names, field_name=opt.name))
             raise SharkUsageError(f"--vary {item}: {spec.name} has no field {name!r}; its fields: "
                                   + ", ".join(f.name for f in spec.settings))
         if f.name in out:
