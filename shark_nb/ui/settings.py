@@ -60,8 +60,11 @@ def _is_seed(f: Field) -> bool:
 
 def make_control(f: Field, value: Any) -> widgets.Widget:
     """The control for one field, showing ``value`` (already valid for the field)."""
+    wide = f.kind in ("text", "url", "urls") or (f.kind == "int" and not _is_seed(f) and f.min is not None
+                                                 and f.max is not None and f.max - f.min <= SLIDER_SPAN)
     common: dict[str, Any] = dict(description=f.label, tooltip=f.help or f.label,
-                                  style={"description_width": LABEL_WIDTH})
+                                  style={"description_width": LABEL_WIDTH},
+                                  layout=widgets.Layout(width="100%", grid_column="1 / -1" if wide else "auto"))
     if f.kind == "choice":
         options: list[Any] = [(c, c) for c in f.choices]
         if control_default(f) is None:
@@ -83,8 +86,6 @@ def make_control(f: Field, value: Any) -> widgets.Widget:
         shown = ", ".join(value) if isinstance(value, (list, tuple)) else (value or "")
         hint = {"url": "https://… or data: URL", "urls": "URLs, comma-separated"}.get(f.kind, "")
         w = widgets.Text(value=shown, placeholder=hint, **common)
-    wide = isinstance(w, (widgets.IntSlider, widgets.Text))
-    w.layout = widgets.Layout(width="100%", grid_column="1 / -1" if wide else "auto")
     w.add_class("shark-studio-setting")
     w.add_class("shark-studio-" + f.name.replace("_", "-"))
     if f.name == "output_format":
