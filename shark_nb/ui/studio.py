@@ -95,6 +95,7 @@ class Studio(widgets.VBox):
         self.results: list[Any] = []
         self.last_error: BaseException | None = None
         self._remembered: dict[str, dict[str, Any]] = {}   # model id -> its controls' last values
+        self._latest: dict[str, Any] = {}                  # field name -> its latest value, any model
         self.runner = JobRunner(resolved, on_update=self._show_progress, on_finish=self._finished,
                                 prepare=previews)
         self.uploads = UploadSlots(on_change=self._changed)
@@ -182,10 +183,12 @@ class Studio(widgets.VBox):
     def _on_model(self, change: dict) -> None:
         try:
             old, spec = self.panel, model_spec(change["new"])
-            carried = old.raw_values()
-            self._remembered[old.spec.id] = carried
-            values = {**self._remembered.get(spec.id, {}), **carry_over(spec, carried)}
-            self.panel = SettingsPanel(spec, carry_over(spec, values), on_change=self._changed)
+            self._remembered[old.spec.id] = old.raw_values()
+            self._latest.update(old.raw_values())
+            # this model's own last values, overlaid with the latest value of each field it shares
+            # (set on any model), where valid for it; the rest: the model's defaults
+            values = {**carry_over(spec, self._remembered.get(spec.id, {})), **carry_over(spec, self._latest)}
+            self.panel = SettingsPanel(spec, values, on_change=self._changed)
             self.settings_box.children = (self.panel.box,)
             old.close()
             self.uploads.configure(spec)
