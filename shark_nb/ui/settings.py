@@ -36,7 +36,7 @@ __all__ = ["SettingsPanel", "make_control", "control_default", "carry_over"]
 
 #: Int ranges up to this wide get a slider; wider ones a box.
 SLIDER_SPAN = 10_000
-LABEL_WIDTH = "96px"
+LABEL_WIDTH = "112px"
 NOT_SET = "(not set)"
 
 
@@ -58,13 +58,18 @@ def _is_seed(f: Field) -> bool:
     return f.kind == "int" and f.min == -1
 
 
+def is_wide(f: Field) -> bool:
+    """Sliders, text boxes and long labels take a row of their own; the others go two a row."""
+    slider = (f.kind == "int" and not _is_seed(f) and f.min is not None and f.max is not None
+              and f.max - f.min <= SLIDER_SPAN)
+    return slider or f.kind in ("text", "url", "urls") or len(f.label or "") > 16
+
+
 def make_control(f: Field, value: Any) -> widgets.Widget:
     """The control for one field, showing ``value`` (already valid for the field)."""
-    wide = f.kind in ("text", "url", "urls") or (f.kind == "int" and not _is_seed(f) and f.min is not None
-                                                 and f.max is not None and f.max - f.min <= SLIDER_SPAN)
     common: dict[str, Any] = dict(description=f.label, tooltip=f.help or f.label,
                                   style={"description_width": LABEL_WIDTH},
-                                  layout=widgets.Layout(width="100%", grid_column="1 / -1" if wide else "auto"))
+                                  layout=widgets.Layout(width="100%" if is_wide(f) else "50%"))
     if f.kind == "choice":
         options: list[Any] = [(c, c) for c in f.choices]
         if control_default(f) is None:
@@ -133,11 +138,25 @@ class SettingsPanel:
         for f in spec.settings:
             value = values.get(f.name)
             self.controls[f.name] = make_control(f, control_default(f) if value is None else value)
-        empty = widgets.HTML(f"<div style='color:#5f6368;font-size:12px'>{spec.name} has no settings "
-                             "besides the prompt and its image.</div>") if not self.controls else None
-        self.box = widgets.GridBox(
-            [*self.controls.values()] or [empty],
-            layout=widgets.Layout(grid_template_columns="1fr 1fr", grid_gap="2px 8px", width="100%"))
+        rows: list[widgets.Widget] = []
+        pair: list[widgets.Widget] = []
+        for f in spec.settings:       # wide controls on their own row, the others two a row
+            if is_wide(f):
+                if pair:
+                    rows.append(widgets.HBox(pair, layout=widgets.Layout(width="100%")))
+                    pair = []
+                rows.append(self.controls[f.name])
+            else:
+                pair.append(self.controls[f.name])
+                if len(pair) == 2:
+                    rows.append(widgets.HBox(pair, layout=widgets.Layout(width="100%")))
+                    pair = []
+        if pair:
+            rows.append(widgets.HBox(pair, layout=widgets.Layout(width="100%")))
+        if not rows:
+            rows.append(widgets.HTML(f"<div style='color:#5f6368;font-size:12px;padding:2px 0 2px 116px'>"
+                                     f"{spec.name} has no settings besides the prompt and its image.</div>"))
+        self.box = widgets.VBox(rows, layout=widgets.Layout(width="100%"))
         self.box.add_class("shark-studio-settings")
         if on_change is not None:
             for w in self.controls.values():

@@ -43,7 +43,7 @@ STUDIO_KEYS = ("prompt", "model", "wait", "save_folder")
 #: The settings the studio had before it spoke every model: attributes kept (None when the
 #: current model lacks the field).
 LEGACY_SETTINGS = ("size", "quality", "background", "output_format", "n")
-_LABEL = {"description_width": "96px"}
+_LABEL = {"description_width": "112px"}
 
 
 def check_defaults(defaults: dict[str, Any]) -> tuple[ModelSpec, dict[str, Any]]:
@@ -116,7 +116,7 @@ class Studio(widgets.VBox):
         self.prompt = widgets.Textarea(
             value=str(d.get("prompt", "")), placeholder="Describe the image — e.g. a red fox in the snow, watercolour",
             layout=widgets.Layout(width="100%", height="84px"))
-        self.model = widgets.Dropdown(options=[(f"{s.name} — {s.id}", s.id) for s in models()], value=spec.id,
+        self.model = widgets.Dropdown(options=[(f"{s.name} · {s.id}", s.id) for s in models()], value=spec.id,
                                       description="Model", style=_LABEL, layout=wide,
                                       tooltip="The gateway model; its own settings appear below")
         self.settings_box = widgets.VBox(layout=wide)
@@ -144,14 +144,14 @@ class Studio(widgets.VBox):
         controls = widgets.VBox(
             [widgets.HTML(section("Prompt")), self.prompt, self.model, self.settings_box,
              widgets.HBox([widgets.HTML("<div style='text-align:right;padding-right:8px'>Wait</div>",
-                                        layout=widgets.Layout(width="96px", margin="0 4px 0 0")), self.wait],
+                                        layout=widgets.Layout(width="112px", margin="0 4px 0 0")), self.wait],
                           layout=wide),
              self.uploads.box,
              widgets.HTML("<hr style='margin:6px 0;border:none;border-top:1px solid #e0e0e0'>"),
              self.estimate,
              widgets.HBox([self.generate_button, self.cancel_button], layout=wide),
              self.status],
-            layout=widgets.Layout(width="420px", flex="0 0 420px", padding="0 14px 0 0",
+            layout=widgets.Layout(width="460px", flex="0 0 460px", padding="0 14px 0 0",
                                   border_right="1px solid #e0e0e0"))
         body = widgets.HBox([controls, self.results_view.box], layout=widgets.Layout(width="100%",
                                                                                     align_items="flex-start"))

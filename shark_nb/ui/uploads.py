@@ -68,13 +68,12 @@ class UploadSlots:
             layout=widgets.Layout(width="auto"))
         self.mask_box = widgets.GridBox(layout=widgets.Layout(**grid))
         self.mask_message = widgets.HTML()
-        self.mask_note = widgets.HTML()
         self.reference_section = widgets.VBox(
             [self.reference_title, self.reference_upload, self.reference_box, self.reference_message,
              self.reference_note], layout=widgets.Layout(width="100%"))
         self.mask_section = widgets.VBox(
             [widgets.HTML(section("Mask", "PNG with transparency = area to repaint")), self.mask_upload,
-             self.mask_box, self.mask_message, self.mask_note], layout=widgets.Layout(width="100%"))
+             self.mask_box, self.mask_message], layout=widgets.Layout(width="100%"))
         self.box = widgets.VBox([self.reference_section, self.mask_section], layout=widgets.Layout(width="100%"))
         for part, css in ((self.reference_upload, "reference-upload"), (self.reference_box, "references"),
                           (self.reference_message, "reference-message"), (self.reference_note, "reference-note"),
@@ -149,7 +148,6 @@ class UploadSlots:
         note(self.reference_note, "Kept for the models that take them: " + "; ".join(aside) + "." if aside else "",
              warn=True)
         blocked = self.blocked()
-        note(self.mask_note, "")
         if blocked and self.references and self.max_images:
             note(self.reference_note, blocked, error=True)
 
