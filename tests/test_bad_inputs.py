@@ -351,8 +351,22 @@ CASES: list[Case] = [
     S("n-True", {"defaults": {"n": True}}, "n=True", *N_RANGE),
     S("n-str", {"defaults": {"n": "2"}}, "n='2'", *N_RANGE),
     S("wait-later", {"defaults": {"wait": "later"}}, "wait='later'", "'task'", "'sync'"),
-    S("model-space", {"defaults": {"model": "openai/gpt image 2"}, "prompt": "a fox", "generate": True},
-      "Error:", "model=", "a model name"),
+    S("model-space", {"defaults": {"model": "openai/gpt image 2"}}, "model='openai/gpt image 2'",
+      "one of the known models", "did you mean 'gpt-image-2'"),
+    S("gemini-size", {"defaults": {"model": "gemini", "size": "1024x1024"}}, "size='1024x1024'",
+      "gemini has no size", "did you mean 'aspect_ratio'"),
+    S("seedream-size-x", {"defaults": {"model": "seedream", "size": "1024x1024"}}, "size='1024x1024'",
+      "'1024*1024'", "'2048*2048'"),
+    S("midjourney-stylize-1001", {"defaults": {"model": "midjourney", "stylize": 1001}}, "stylize=1001",
+      "a whole number from 0 to 1,000"),
+    S("midjourney-sref-not-a-url", {"defaults": {"model": "midjourney"}, "settings": {"sref": "style.png"},
+                                    "prompt": "a fox", "generate": True},
+      "Error: sref='style.png'", "an http(s) or data: URL", short="midjourney; Style reference = 'style.png'; Generate"),
+    S("gemini-seed-too-big", {"defaults": {"model": "gemini"}, "settings": {"seed": 2**31}, "prompt": "a fox",
+                              "generate": True},
+      "Error: seed=2147483648", "a whole number from -1 to 2,147,483,647", short="gemini; Seed = 2**31; Generate"),
+    S("grok-edit-without-image", {"defaults": {"model": "grok-edit"}, "prompt": "make it night", "generate": True},
+      "grok-edit edits an image", "add one"),
     # ---------------------------------------------------------------- studio: prompts (click Generate)
     S("prompt-empty", {"prompt": "", "generate": True}, "Write a prompt first"),
     S("prompt-whitespace", {"prompt": "  \n\t ", "generate": True}, "Write a prompt first"),
@@ -387,6 +401,12 @@ CASES: list[Case] = [
     S("mask-upload-jpeg", {"references": ["ref.png"], "mask_upload": "mask.jpg"}, "mask.jpg was not kept",
       "a JPEG image, not a PNG"),
     S("mask-without-image", {"mask": "mask.png"}, "mask.png was not kept", "add a reference image first"),
+    S("reference-on-seedream", {"defaults": {"model": "seedream"}, "references": ["ref.png"]},
+      "ref.png was not added", "seedream takes no reference images"),
+    S("grok-edit-second-image", {"defaults": {"model": "grok-edit"}, "references": ["ref.png"] * 2},
+      "was not added", "at most 1 reference image for grok-edit"),
+    S("mask-on-gemini", {"defaults": {"model": "gemini"}, "references": ["ref.png"], "mask": "mask.png"},
+      "mask.png was not kept", "gemini takes no mask"),
     # ---------------------------------------------------------------- studio: settings from the environment
     S("base-url-http-remote", {"client": "environment"}, "base_url='http://example.com/api/v1'",
       "would travel unencrypted", env={"SHARK_API_KEY": FAKE_KEY, "SHARK_BASE_URL": "http://example.com/api/v1"},
@@ -632,6 +652,7 @@ def _file(item: Any) -> tuple[str, bytes]:
 async def _studio_async(case: Case, scratch: Path) -> Outcome:
     from shark_nb.client import AsyncShark
     from shark_nb.simulator import Simulator
+    from shark_nb.ui.common import ERROR_COLOR
     from shark_nb.widget import studio
 
     spec: dict = case.input
@@ -660,6 +681,8 @@ async def _studio_async(case: Case, scratch: Path) -> Outcome:
         if "mask_upload" in spec:
             _deliver(st.mask_upload, [_file(spec["mask_upload"])])
             where = st.mask_message
+        for name, value in spec.get("settings", {}).items():   # typed into the model's controls
+            st.settings[name].value = value
         if "prompt" in spec:
             st.prompt.value = spec["prompt"]
         if spec.get("generate"):
@@ -667,7 +690,7 @@ async def _studio_async(case: Case, scratch: Path) -> Outcome:
             await st.wait_for_job()
             where = st.status
         message = where.value if where is st.status else _text(where.value)
-        failed = st.status.value.startswith(("Error", "Write", "A mask")) or where is not st.status
+        failed = st.status.style.text_color == ERROR_COLOR or where is not st.status
         return Outcome(message if failed else None, st.last_error, len(sim.log), _count(ledger))
     finally:
         if st is not None:
@@ -721,6 +744,7 @@ def short_input(case: Case) -> str:
         parts.append(f"set_mask({spec['mask']!r})")
     if "mask_upload" in spec:
         parts.append(f"mask upload {spec['mask_upload']}")
+    parts += [f"{k} = {v!r}" for k, v in spec.get("settings", {}).items()]
     if "prompt" in spec:
         parts.append(f"prompt = {spec['prompt']!r}")
     if spec.get("generate"):
@@ -804,8 +828,9 @@ def test_a_refused_studio_leaves_no_widget_open(files, tmp_path):
     from shark_nb.widget import Studio
 
     before = set(widget_module._instances)
-    for case in (c for c in CASES if c.surface == "studio" and "defaults" in c.input and not c.accepted
-                 and "generate" not in c.input):
+    refused_when_built = [c for c in CASES if c.surface == "studio" and set(c.input) == {"defaults"}]
+    assert len(refused_when_built) >= 14   # gpt-image-2's settings, the other models', an unknown model
+    for case in refused_when_built:
         assert isinstance(run_case(case, files, tmp_path / case.id).error, ValidationError), case.key
     for case in (c for c in CASES if c.surface == "studio" and c.env):
         assert isinstance(run_case(case, files, tmp_path / case.id).error, ValidationError), case.key

@@ -1,13 +1,16 @@
 """The studio in a real browser: JupyterLab in headless Chromium opens a notebook, runs
 ``shark_nb.studio()``, types a prompt, picks a size and a count, clicks Generate, watches the
-elapsed time tick, and sees the images and the cost. Takes a screenshot of the studio.
+elapsed time tick, and sees the images and the cost. Then it picks Gemini in the model dropdown,
+sees the controls change with the model (aspect ratio and image size appear, size and the mask
+slot go), generates again and sees the new results. Takes a screenshot of the studio on each.
 
 Runs on the offline simulator (no SHARK_API_KEY reaches the server), with ``SHARK_SIM_LATENCY=1``
 so the running state is visible. Skipped when playwright or a system Chromium is missing —
 except in CI (``CI`` set), where that is a failure: ``.ci/run`` installs Chromium.
 
-The screenshot goes to the test's tmp folder; ``SHARK_NB_SCREENSHOT=docs/studio.png`` refreshes the
-one in the README (runs never touch the working tree otherwise);
+The screenshots go to the test's tmp folder; ``SHARK_NB_SCREENSHOT=docs/studio.png`` and
+``SHARK_NB_SCREENSHOT_GEMINI=docs/studio-gemini.png`` refresh the ones in the docs (runs never touch
+the working tree otherwise);
 ``pytest -s`` prints the time each phase took.
 """
 
@@ -27,6 +30,9 @@ PROMPT = "a lighthouse on a cliff at dusk, watercolour"
 SIZE = "1536x1024"
 N = 2
 SCREENSHOT_ENV = os.environ.get("SHARK_NB_SCREENSHOT")
+GEMINI_SCREENSHOT_ENV = os.environ.get("SHARK_NB_SCREENSHOT_GEMINI")
+GEMINI = "google/gemini-3.1-flash-image-preview"
+GEMINI_PROMPT = "a lighthouse on a cliff at dusk, ukiyo-e woodblock print"
 MAX_SCREENSHOT_BYTES = 500_000
 
 #: Milliseconds. Generous: a cold JupyterLab + kernel on a busy CI box can be slow.
@@ -75,8 +81,8 @@ def _save_screenshot(png: bytes, target: Path) -> int:
 def test_studio_generates_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import expect
 
-    from shark_nb import pricing
-    from shark_nb.widget import _num
+    import shark_nb
+    from shark_nb import pricing, text
 
     assert "@jupyter-widgets/jupyterlab-manager" in lab.federated_extensions(), (
         "the ipywidgets lab extension (jupyterlab_widgets) is not on the isolated server's data path")
@@ -91,7 +97,7 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
         last = now
 
     console: list[str] = []
-    with chromium(viewport=(1280, 900)) as (_browser, page):
+    with chromium(viewport=(1280, 1200)) as (_browser, page):
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         try:
@@ -136,7 +142,7 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
             studio.locator(".shark-studio-size select").select_option(SIZE)
             expected = pricing.estimate_credit(prompt=PROMPT, n=N, size=SIZE, quality="auto")
             # The estimate is computed in the kernel: seeing it proves prompt, n and size arrived.
-            expect(estimate).to_contain_text(f"{_num(expected)} credit", timeout=15_000)
+            expect(estimate).to_contain_text(text.credit(expected), timeout=15_000)
             mark("prompt + n + size + estimate")
 
             # --- Generate: the running state, then the results
@@ -177,6 +183,38 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
             size = _save_screenshot(studio.screenshot(animations="disabled"), shot_path)
             assert size < MAX_SCREENSHOT_BYTES, size
             mark("checks + screenshot")
+
+            # --- another model: the controls change with it
+            menu = [spec.id for spec in shark_nb.models()]     # the dropdown's order
+            studio.locator(".shark-studio-model select").select_option(index=menu.index(GEMINI))
+            aspect = studio.locator(".shark-studio-aspect-ratio select")
+            expect(aspect).to_be_visible(timeout=15_000)
+            expect(studio.locator(".shark-studio-image-size select")).to_be_visible()
+            expect(studio.locator(".shark-studio-size")).to_have_count(0)
+            expect(studio.locator(".shark-studio-quality")).to_have_count(0)
+            expect(studio.locator(".shark-studio-mask")).to_be_hidden()
+            expect(studio.locator(".shark-studio-header")).to_contain_text(GEMINI)
+            expect(readout).to_have_text(str(N))                  # n: shared, kept
+            expect(prompt).to_have_value(PROMPT)                  # the prompt: kept
+            expect(estimate).to_contain_text("unknown")           # no published price, none learned yet
+            aspect.select_option("16:9")
+            prompt.fill(GEMINI_PROMPT)
+            expect(estimate).to_contain_text("unknown")
+            generate.click()
+            expect(gallery.locator("img")).to_have_count(2 * N, timeout=GENERATE_TIMEOUT)
+            expect(status).to_have_text(re.compile(rf"^Done: {N} images in .*credit"), timeout=GENERATE_TIMEOUT)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.shark-studio-gallery img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)", timeout=GENERATE_TIMEOUT)
+            expect(estimate).to_contain_text("learned from 1 call this session")
+            expect(ledger).to_contain_text("2 calls")
+            captions = gallery.inner_text()
+            assert captions.count("gemini · 1024×576") == N, captions
+            page.mouse.move(0, 0)
+            gemini_path = Path(GEMINI_SCREENSHOT_ENV) if GEMINI_SCREENSHOT_ENV else tmp_path / "studio-gemini.png"
+            gemini_size = _save_screenshot(studio.screenshot(animations="disabled"), gemini_path)
+            assert gemini_size < MAX_SCREENSHOT_BYTES, gemini_size
+            mark("gemini: controls change, generate, screenshot")
         except BaseException:
             with_failure = tmp_path / "failure.png"
             try:
@@ -189,6 +227,7 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
             raise
 
     timings["total (after server start)"] = time.monotonic() - t0
-    print(f"\nrunning status seen: {running_text!r}\ndone status: {done_text!r}\nscreenshot: {shot_path} ({size} bytes)")
+    print(f"\nrunning status seen: {running_text!r}\ndone status: {done_text!r}\nscreenshot: {shot_path} ({size} bytes)"
+          f"\ngemini screenshot: {gemini_path} ({gemini_size} bytes)")
     for name, seconds in timings.items():
         print(f"  {name:32s} {seconds:6.2f} s")

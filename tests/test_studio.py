@@ -215,8 +215,8 @@ async def test_cancel_mid_task_cancels_at_the_gateway(client, sim):
     s = studio(client)
     s.prompt.value = "a fox that never arrives"
     s.generate_button.click()
-    await until(lambda: s._task is not None, what="the task id")
-    task_id = s._task.id
+    await until(lambda: s.runner.task is not None, what="the task id")
+    task_id = s.runner.task.id
     s.cancel_button.click()
     await asyncio.wait_for(s.wait(), 5)
     assert sim.task(task_id)["status"] == "cancelled"
@@ -251,9 +251,9 @@ async def test_refused_cancel_is_explained_and_a_second_click_stops_waiting(clie
     s = studio(client)
     s.prompt.value = "an unstoppable fox"
     s.generate_button.click()
-    await until(lambda: s._task is not None, what="the task id")
+    await until(lambda: s.runner.task is not None, what="the task id")
     s.cancel_button.click()
-    await until(lambda: s._refused, what="the refusal")
+    await until(lambda: s.runner.refused, what="the refusal")
     await asyncio.sleep(0.6)            # one tick of the status line
     assert ("the gateway refused to cancel: the task is already running and may still be charged"
             in s.status.value.lower())
