@@ -146,6 +146,9 @@ def build_request(
     wait = _wait_mode(wait)
     task_timeout = _task_timeout(task_timeout)
     items = _as_list(image)
+    if mask is not None and not items and spec.takes_mask:  # name the mask the user gave
+        raise ValidationError("mask", mask, "a mask together with at least one reference image (image=...)",
+                              model=spec.id)
     spec.check_inputs(len(items), mask is not None)
     if items or mask is not None:
         from . import images  # Pillow loads only when there are images to read

@@ -136,7 +136,7 @@ CASES: list[Case] = [
     C("task-timeout-29", gen(wait="task", task_timeout=29), "timeout=29", "30 to 1800"),
     C("task-timeout-1801", gen(wait="task", task_timeout=1801), "timeout=1801", "30 to 1800"),
     C("task-timeout-nan", gen(wait="task", task_timeout=float("nan")), "timeout=nan", "30 to 1800"),
-    C("model-space", gen(model="openai/gpt image 2"), "model=", "a model name such as 'openai/gpt-image-2'"),
+    C("model-space", gen(model="openai/gpt image 2"), "model=", "one of the known models", "did you mean 'gpt-image-2'"),
     # ---------------------------------------------------------------- client: prompts
     C("prompt-empty", gen(prompt=""), "prompt=''", "the prompt is empty"),
     C("prompt-whitespace", gen(prompt="  \n\t "), "prompt=", "the prompt is empty"),
