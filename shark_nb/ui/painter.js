@@ -73,13 +73,15 @@ function render({ model, el }) {
   eraserBtn.classList.add("shark-painter-eraser");
   const info = document.createElement("span");
   info.className = "shark-painter-info";
-  info.textContent = `mask ${W}×${H}`;
+  info.textContent = `mask ${W}×${H} · [ ] size`;
   bar.append(tools, sizeLabel, undoBtn, redoBtn, clearBtn, invertBtn, swatch, info);
 
   const stage = document.createElement("div");
   stage.className = "shark-painter-stage";
   stage.style.aspectRatio = `${W} / ${H}`;
-  stage.style.maxWidth = `${Math.max(W, 480)}px`;
+  // Fit to the width, never taller than most of the window (a tall image stays paintable
+  // without scrolling), never wider than the image itself unless it is tiny.
+  root.style.width = `min(100%, ${Math.max(W, 480)}px, calc(78vh * ${W / H}))`;
   const img = document.createElement("img");
   img.alt = "reference image";
   img.draggable = false;
