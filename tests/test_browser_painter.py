@@ -30,7 +30,7 @@ from browser_harness import JupyterLab, chromium, require_browser, write_noteboo
 from test_browser_studio import MAX_SCREENSHOT_BYTES
 from test_browser_studio import _save_screenshot as save_screenshot
 
-SIDE = 2048
+SIDE = int(os.environ.get("SHARK_NB_PAINTER_SIDE", "2048"))   # 4096 to measure a big image by hand
 BRUSH = 96                      # image pixels
 SCREENSHOT_ENV = os.environ.get("SHARK_NB_SCREENSHOT_PAINTER")
 LOAD_TIMEOUT = 60_000
@@ -234,7 +234,7 @@ def test_paint_a_mask_with_the_mouse_in_jupyterlab(lab, tmp_path):
             kernel.run("painter.paint_ellipse((1380, 220, 1780, 620))")
             page.wait_for_function(
                 "() => { const c = document.querySelector('canvas.shark-painter-overlay');"
-                " const x = Math.round(c.width * 1580 / 2048), y = Math.round(c.height * 420 / 2048);"
+                f" const x = Math.round(c.width * 1580 / {SIDE}), y = Math.round(c.height * 420 / {SIDE});"
                 " return c.getContext('2d').getImageData(x, y, 1, 1).data[3] > 200; }", timeout=15_000)
 
             # --- the screenshot: a brush stroke around the house as well
