@@ -584,12 +584,27 @@ def _mask_alpha_warning(im: Image.Image) -> None:
                       "(transparent pixels mark the area to repaint)", UserWarning, stacklevel=3)
 
 
+def _is_painter(item: Any) -> bool:
+    """A mask painter (``shark_nb.MaskPainter``, or anything with a ``mask_png`` attribute)."""
+    return not isinstance(item, (str, bytes, bytearray, memoryview, os.PathLike)) and hasattr(item, "mask_png")
+
+
+def _painted_bytes(item: Any, field: str) -> tuple[bytes, Any, dict[str, Any]]:
+    """A painter's PNG bytes, then checked like any other mask (PNG, alpha, the reference's size)."""
+    data = item.mask_png
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValidationError(field, item, _ALLOWED_MASK,
+                              detail=f"its mask_png is a {type(data).__name__}, not PNG bytes")
+    return bytes(data), item, {"source": "painter"}
+
+
 def mask_to_url(item: Any, *, field: str = "mask",
                 reference_size: tuple[int, int] | None = None) -> tuple[str, dict[str, Any]]:
     """Turn a mask input into (URL, ledger description), checking it is a PNG with alpha.
 
-    Transparent pixels mark the area to repaint. An http(s) URL is passed through unchecked.
-    When ``reference_size`` is given, the mask must have that size. Raises ValidationError.
+    Transparent pixels mark the area to repaint. An http(s) URL is passed through unchecked; a
+    mask painter gives its ``mask_png``, checked the same way. When ``reference_size`` is given,
+    the mask must have that size. Raises ValidationError.
     """
     item = _from_array(item, field)
     if isinstance(item, Image.Image):
@@ -603,7 +618,7 @@ def mask_to_url(item: Any, *, field: str = "mask",
         out, shown, extra = png, item, {"source": "pil"}
         checked = im
     else:
-        data, shown, extra = _local_bytes(item, field)
+        data, shown, extra = _painted_bytes(item, field) if _is_painter(item) else _local_bytes(item, field)
         if data is None:
             return shown, {"url": shown}
         try:

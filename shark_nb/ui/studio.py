@@ -84,7 +84,7 @@ class Studio(widgets.VBox):
     ``.estimate``, ``.ledger_strip``, ``.gallery``, ``.results`` (GenerationResults, newest last),
     ``.job`` (the running asyncio task or None), ``.runner`` (the job runner), ``.references``
     (list of bytes), ``.mask`` (bytes or None), ``await studio.wait()``, ``add_reference()``,
-    ``set_mask()``, ``close()``.
+    ``set_mask()`` (bytes, a path or a MaskPainter), ``open_painter(i)`` / ``.painter``, ``close()``.
     """
 
     def __init__(self, client: Any = None, **defaults: Any) -> None:
@@ -374,6 +374,13 @@ class Studio(widgets.VBox):
     def set_mask(self, data: Any, name: str | None = None) -> bool:
         """Set the mask (PNG with alpha, the size of the first reference); None clears it."""
         return self.uploads.set_mask(data, name)
+
+    painter = property(lambda self: self.uploads.painter)
+
+    def open_painter(self, index: int = 0) -> Any:
+        """Open the MaskPainter ("Paint mask") over reference ``index`` under the mask slot; each
+        finished stroke fills the slot (checked like an upload). Returns the painter."""
+        return self.uploads.open_painter(index)
 
     def _use_as_reference(self, img: Any) -> None:
         if self.add_reference(img.data, name=f"result {img.index + 1}.{img.format}"):
