@@ -275,6 +275,9 @@ class GenerationResult:
     missing: list[MissingImage] = field(default_factory=list)
     #: Things the user must know about this call (images missing, more or fewer than asked).
     notes: list[str] = field(default_factory=list)
+    #: How many images the gateway's answer held, set by the client before they download (so a
+    #: result whose images are still arriving knows its size); 0 when not known.
+    expected: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.images = list(self.images)
@@ -293,8 +296,8 @@ class GenerationResult:
 
     @property
     def images_billed(self) -> int:
-        """How many images the gateway's answer held: delivered + missing."""
-        return len(self.images) + len(self.missing)
+        """How many images the gateway's answer held: delivered + missing (+ still arriving)."""
+        return max(len(self.images) + len(self.missing), self.expected)
 
     @property
     def complete(self) -> bool:

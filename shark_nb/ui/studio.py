@@ -29,7 +29,7 @@ from ..request import WAIT_MODES
 from ..schemas import DEFAULT_MODEL, ModelSpec, model_spec, models
 from ..session import async_client
 from .common import ERROR_COLOR, MUTED, OK_COLOR, close_tree, plain, section
-from .gallery import Gallery, previews
+from .gallery import Gallery
 from .jobs import JobRunner, Outcome
 from .settings import SettingsPanel, carry_over
 from .uploads import UploadSlots
@@ -96,11 +96,12 @@ class Studio(widgets.VBox):
         self.last_error: BaseException | None = None
         self._remembered: dict[str, dict[str, Any]] = {}   # model id -> its controls' last values
         self._latest: dict[str, Any] = {}                  # field name -> its latest value, any model
-        self.runner = JobRunner(resolved, on_update=self._show_progress, on_finish=self._finished,
-                                prepare=previews)
         self.uploads = UploadSlots(on_change=self._changed)
         self.results_view = Gallery(defaults.get("save_folder"), use_as_reference=self._use_as_reference,
                                     status=self._set_status)
+        # each image's card is added as soon as it has arrived; the job's last step waits for them
+        self.runner = JobRunner(resolved, on_update=self._show_progress, on_finish=self._finished,
+                                prepare=self.results_view.settle, on_image=self.results_view.arriving)
         self._build(spec, defaults)
         self.panel = SettingsPanel(spec, fields, on_change=self._changed)
         self.settings_box.children = (self.panel.box,)
