@@ -55,11 +55,13 @@ _LAZY = {
     "ModelSpec": "schemas",
     "Field": "schemas",
     "Studio": "widget",
+    "history": "archive",
+    "HistoryEntry": "archive",
 }
 
 __all__ = [
     "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "MissingImage", "Usage", "ImageRequest",
-    "studio", "Studio", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
+    "studio", "Studio", "history", "HistoryEntry", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
     "SharkError", "ValidationError", "BudgetExceededError", "APIError", "InvalidRequestError",
     "ContentModerationError", "InputTooLargeError", "AuthenticationError", "InsufficientCreditsError",
     "ModelNotFoundError", "ConflictError", "RateLimitError", "ProviderError", "GatewayTimeoutError",
