@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("6", "bench_kernel", "Kernel responsiveness"),
     ("7", "bench_startup", "Start-up cost"),
     ("8", "bench_memory", "Memory"),
+    ("9", "bench_history", "History of 10,000 calls"),
 ]
 
 METHOD = """\
