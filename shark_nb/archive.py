@@ -320,7 +320,9 @@ class History:
         self.refresh()
 
     def refresh(self) -> "History":
-        """Read the ledger folder again (new calls, new saves)."""
+        """Read the ledger folder again (new calls, new saves). Thumbnails still being written
+        for calls that just finished are waited for (briefly), so their pictures show."""
+        wait_for_thumbnails(timeout=3.0)
         self.all_entries, self.skipped, self.unreadable = load_entries(self.home)
         self._apply()
         return self
