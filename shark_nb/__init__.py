@@ -4,6 +4,7 @@ Public surface (everything else is private)::
 
     from shark_nb import Shark, AsyncShark, Ledger, SharkError, set_key, studio
     from shark_nb import models, model_spec          # one schema per model
+    shark_nb.history()                               # every past call; .read(path) for a saved file
     %load_ext shark_nb
 
 Heavy modules (httpx, Pillow, ipywidgets) load on first use, so ``%load_ext shark_nb`` is cheap.
