@@ -40,6 +40,7 @@ BENCHMARKS = [
     ("7", "bench_startup", "Start-up cost"),
     ("8", "bench_memory", "Memory"),
     ("9", "bench_previews", "Pixels as they arrive"),
+    ("10", "bench_history", "History of 10,000 calls"),
 ]
 
 METHOD = """\

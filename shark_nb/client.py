@@ -779,6 +779,10 @@ class AsyncShark:
                                  **({"missing": missing} if missing else {}), **base))
         if not result.images:
             raise self._nothing_delivered(result)
+        result.ledger = self.ledger  # result.save records where the files went (the history links them)
+        from .archive import schedule_thumbnails
+
+        schedule_thumbnails(result)  # the history's thumbnails, on a worker thread; never raises
         return result
 
     def _nothing_delivered(self, result: "GenerationResult") -> DownloadError:

@@ -34,7 +34,7 @@ __all__ = ["SharkMagic", "CONFIG_ALIAS", "SUBCOMMANDS"]
 
 #: The extra config section name: ``%config Shark.size = "1536x1024"``.
 CONFIG_ALIAS = "Shark"
-SUBCOMMANDS = ("ledger", "budget", "studio", "widget", "config", "help", "compare")
+SUBCOMMANDS = ("ledger", "budget", "studio", "widget", "config", "help", "compare", "history")
 #: gpt-image-2's settings that are traits of their own (the magic had them before the other models).
 GPT_TRAITS = ("n", "size", "quality", "background", "output_format")
 
@@ -63,6 +63,8 @@ Subcommands (first word of the one-line form):
                                 dollars; 25000 or 25000 credits is credits (1 USD = 10,000 credit)
   %shark studio                 the studio widget (also: %shark widget)
   %shark config                 the effective settings; the API key only as set/unset
+  %shark history [WORDS]        every past call (all sessions), newest first, with its pictures;
+                                WORDS: only prompts holding them; Restore opens a studio with it
   %shark compare --models gpt-image-2,gemini,seedream [options] PROMPT
   %shark compare --model gpt-image-2 --vary quality=low,medium,high [options] PROMPT
                                 one prompt, a grid of cells; the estimate is shown before
