@@ -586,7 +586,9 @@ class Ledger:
             saved = list(dict.fromkeys([*(str(p) for p in old), *(os.fspath(p) for p in paths)]))
             if saved == old:
                 return copy.deepcopy(rec)
-            return self.record({"call_id": call_id, "time": rec.get("time"), "saved": saved})
+            # time and offline repeated: every line of the file still says when and where (offline?)
+            return self.record({"call_id": call_id, "time": rec.get("time"), "offline": rec.get("offline"),
+                                "saved": saved})
 
     @property
     def unsettled(self) -> list[dict]:
