@@ -36,6 +36,15 @@ POLL_NOT_FOUND_LIMIT = 3           # a task the gateway answers 404 for this man
 CANCEL_TIMEOUT = 8.0               # seconds a cancel (with its retries) may take when stopping a wait
 DOWNLOAD_CONCURRENCY = 8
 DEFAULT_CONCURRENCY = 4            # generate_many
+# The adaptive limiter (shark_nb/limiter.py): generation POSTs in flight per gateway and key
+LIMITER_INITIAL = 4                # calls in flight allowed before anything is learned
+LIMITER_MIN = 1
+LIMITER_MAX = 64
+LIMITER_BACKOFF = 0.5              # the limit is multiplied by this on a 429 (or a 5xx burst)
+LIMITER_PROBE_AFTER = 8            # windows of success held just below the last 429 before probing higher
+LIMITER_ERROR_BURST = 3            # this many 502/503/504/provider_error answers ...
+LIMITER_ERROR_WINDOW = 10.0        # ... within this many seconds cut the limit like a 429
+LIMITER_SHARED_PAUSE = 5.0         # a Retry-After this long (or one at the minimum limit) pauses every caller
 OFFLINE_BASE_URL = "http://api.shark-sim.invalid/api/v1"
 DEFAULT_SAVE_FOLDER = "shark-images"   # full-resolution files, relative to the working directory
 DEFAULT_HOME = "~/.shark_nb"           # the ledger and rescued images (SHARK_NB_HOME)
