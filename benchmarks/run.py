@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("6", "bench_kernel", "Kernel responsiveness"),
     ("7", "bench_startup", "Start-up cost"),
     ("8", "bench_memory", "Memory"),
+    ("9", "bench_limits", "Hidden gateway limits and the poll schedule"),
 ]
 
 METHOD = """\
