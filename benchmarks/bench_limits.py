@@ -1,4 +1,4 @@
-"""9. Hidden gateway limits: the adaptive limiter against today's fixed back-off.
+"""11. Hidden gateway limits: the adaptive limiter against today's fixed back-off.
 
 64 prompts (n=1, 1024x1024, quality low, JPEG) at 0.5 s of server time each, ``generate_many(...,
 concurrency=16)`` on the loopback server, against limits the client is not told:
@@ -28,20 +28,20 @@ def scenarios(m: int, latency: float, rate: tuple[int, float]) -> list[tuple[str
     """(id, what, limits, ideal seconds). Limits: rate_limit / max_in_flight / halve_after."""
     n, per = rate
     return [
-        ("9a", f"{n} POSTs per {per:g} s", {"rate_limit": rate},
+        ("11a", f"{n} POSTs per {per:g} s", {"rate_limit": rate},
          (math.ceil(m / n) - 1) * per + latency),
-        ("9b", "at most 4 in flight", {"max_in_flight": 4}, math.ceil(m / 4) * latency),
-        ("9c", "8 in flight, halving to 4 half-way", {"max_in_flight": 8, "halve_after": m // 2},
+        ("11b", "at most 4 in flight", {"max_in_flight": 4}, math.ceil(m / 4) * latency),
+        ("11c", "8 in flight, halving to 4 half-way", {"max_in_flight": 8, "halve_after": m // 2},
          math.ceil(m / 2 / 8) * latency + math.ceil(m / 2 / 4) * latency),
     ]
 
 
 #: What bounds each scenario, said when its goal is missed.
 LIMITS_WHY = {
-    "9a": "a concurrency limiter sends 4 every 0.5 s (8.0 s at best), the ideal sends 8 bursts of 8 "
+    "11a": "a concurrency limiter sends 4 every 0.5 s (8.0 s at best), the ideal sends 8 bursts of 8 "
           "(7.5 s), and each probe above 4 is a 429",
-    "9b": "each probe above 4 in flight is a 429 and a cut",
-    "9c": "growing additively from 4 to 8 in flight takes 4 windows (the ideal runs the first half at 8 "
+    "11b": "each probe above 4 in flight is a 429 and a cut",
+    "11c": "growing additively from 4 to 8 in flight takes 4 windows (the ideal runs the first half at 8 "
           "from the start: 2 s; the limiter ~2.7 s), and the halving refuses the calls already sent in a "
           "wave of 8 (2–4 429s; any client using the first half fully gets them)",
 }
@@ -118,7 +118,7 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
-# --- 9d: the task-mode poll schedule -----------------------------------------------------------------
+# --- 11d: the task-mode poll schedule -----------------------------------------------------------------
 
 def poll_schedule(durations=(0.3, 2.0, 5.0), phases: int = 8) -> dict[str, dict[float, tuple[float, float]]]:
     """{schedule: {job duration: (mean lateness s, mean polls)}} for the old fixed 2 s schedule and
@@ -169,7 +169,7 @@ def poll_row() -> Row:
     fmt = lambda r: "; ".join(f"{d:g} s: +{late:.2f} s, {p:.1f} polls" for d, (late, p) in r.items())
     mean = lambda r: sum(v[0] for v in r.values()) / len(r)
     ok = mean(new) < mean(old) and all(new[d][1] <= old[d][1] + 2 for d in new)
-    return Row("9d", "task mode: lateness (images seen − job done) and polls per task for 0.3 s, 2 s, 5 s jobs, "
+    return Row("11d", "task mode: lateness (images seen − job done) and polls per task for 0.3 s, 2 s, 5 s jobs, "
                      "new poll schedule vs the fixed 2 s one (virtual clock)",
                fmt(new), "fixed 2 s: " + fmt(old),
                f"mean lateness {mean(new):.2f} s vs {mean(old):.2f} s",

@@ -4,6 +4,8 @@ Public surface (everything else is private)::
 
     from shark_nb import Shark, AsyncShark, Ledger, SharkError, set_key, studio
     from shark_nb import models, model_spec          # one schema per model
+    from shark_nb import MaskPainter                 # paint a mask over an image, in the browser
+    shark_nb.history()                               # every past call; .read(path) for a saved file
     %load_ext shark_nb
 
 Heavy modules (httpx, Pillow, ipywidgets) load on first use, so ``%load_ext shark_nb`` is cheap.
@@ -55,11 +57,14 @@ _LAZY = {
     "ModelSpec": "schemas",
     "Field": "schemas",
     "Studio": "widget",
+    "MaskPainter": "ui.painter",
+    "history": "archive",
+    "HistoryEntry": "archive",
 }
 
 __all__ = [
     "Shark", "AsyncShark", "Task", "Ledger", "GenerationResult", "GeneratedImage", "MissingImage", "Usage", "ImageRequest",
-    "studio", "Studio", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
+    "studio", "Studio", "MaskPainter", "history", "HistoryEntry", "models", "model_spec", "ModelSpec", "Field", "set_key", "clear_key", "load_ipython_extension",
     "SharkError", "ValidationError", "BudgetExceededError", "APIError", "InvalidRequestError",
     "ContentModerationError", "InputTooLargeError", "AuthenticationError", "InsufficientCreditsError",
     "ModelNotFoundError", "ConflictError", "RateLimitError", "ProviderError", "GatewayTimeoutError",

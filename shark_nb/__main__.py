@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import config, params, text
+from .errors import SharkError
 
 DEFAULT_PROMPT = "a lighthouse on a cliff at dusk, watercolour"
 PROG = "python -m shark_nb"
@@ -31,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    # the options and their messages are the magic's: here they are this command's
+    print(f"{PROG}: error: {message.replace('%shark', PROG)}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -50,6 +52,12 @@ def _check_out(out: str) -> Path:
     return path
 
 
+def _model(name: str) -> Any:
+    from .schemas import model_spec
+
+    return model_spec(name)
+
+
 def _rescue(result: Any) -> tuple[list[Path], str]:
     """Save paid images somewhere that works: $SHARK_NB_HOME/rescued/<tracing id>, else a temp folder."""
     problems = []
@@ -62,27 +70,62 @@ def _rescue(result: Any) -> tuple[list[Path], str]:
     raise OSError("; ".join(problems))
 
 
+#: The quickstart's own defaults for gpt-image-2 (cheap and quick), where the user set none.
+QUICKSTART_GPT = {"n": "2", "size": "1024x1024", "quality": "low"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    from .magic.options import SchemaOption, fields_for, model_help, models_table, schema_options
+    from .magic.usage import SharkUsageError
+
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                     epilog="Each model's own settings are options (values are checked by that model's "
+                            f"schema):\n{models_table().replace('%shark', PROG)}",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
-    parser.add_argument("-n", type=int, default=2, help="images, 1..4 (default 2)")
-    parser.add_argument("--size", default="1024x1024", choices=params.SIZES)
-    parser.add_argument("--quality", default="low", choices=params.QUALITIES)
-    parser.add_argument("--format", dest="output_format", default="png", choices=params.OUTPUT_FORMATS)
-    parser.add_argument("--wait", default="sync", choices=params.WAIT_MODES)
+    parser.add_argument("--model", default="gpt-image-2",
+                        help="gpt-image-2 (default; quickstart: -n 2 --size 1024x1024 --quality low), "
+                             "gemini, seedream, midjourney, grok-edit, or a full model id")
+    parser.add_argument("--image", action="append", default=None, metavar="PATH_OR_URL",
+                        help="reference image (repeatable); grok-edit needs exactly one")
+    parser.add_argument("--mask", default=None, metavar="PNG", help="mask for the first --image (gpt-image-2)")
+    for opt in schema_options():
+        parser.add_argument(opt.option, dest=opt.dest, default=None, metavar=opt.name.upper(),
+                            help=f"{opt.owner_names}: {opt.values_text()}")
+    parser.add_argument("--wait", default="sync", help="sync (one request) or task (submit and poll)")
     parser.add_argument("--out", default=config.DEFAULT_SAVE_FOLDER,
                         help=f"folder for the images (default {config.DEFAULT_SAVE_FOLDER})")
+    if argv is None:
+        argv = sys.argv[1:]
+    if "-h" in argv or "--help" in argv:
+        known, _rest = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+        if "--model" in argv:
+            try:
+                print(model_help(_model(known.model)).replace("%shark", PROG))
+            except SharkError as exc:
+                _fail(str(exc))
+            return 0
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
 
-    from . import Shark, SharkError
+    from . import Shark
 
     # validate everything before a word about generating (and before anything is paid for)
     try:
-        request = params.build_request(args.prompt, n=args.n, size=args.size, quality=args.quality,
-                                       output_format=args.output_format, wait=args.wait)
+        spec = _model(args.model)
+        given: dict[SchemaOption, str] = {o: getattr(args, o.dest) for o in schema_options()
+                                          if getattr(args, o.dest) is not None}
+        if spec.id == "openai/gpt-image-2":
+            for opt in schema_options():
+                if opt.name in QUICKSTART_GPT and opt not in given and spec in opt.owners:
+                    given[opt] = QUICKSTART_GPT[opt.name]
+        fields = fields_for(spec, given)
+        request = params.build_request(args.prompt, model=spec.id, image=args.image, mask=args.mask,
+                                       wait=args.wait, **fields)
         out = _check_out(args.out)
         client = Shark()
-    except SharkError as exc:
+    except (SharkError, SharkUsageError) as exc:
         _fail(str(exc))
 
     where = "the offline simulator" if client.offline else client.base_url

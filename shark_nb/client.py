@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import sys
@@ -47,11 +48,12 @@ from .schemas import PRICE_BOOK, model_spec
 
 if TYPE_CHECKING:
     from .compare import ComparisonGrid
-    from .results import GenerationResult
+    from .results import GeneratedImage, GenerationResult
 
 __all__ = ["AsyncShark", "Shark", "Task"]
 
 T = TypeVar("T")
+_log = logging.getLogger("shark_nb")
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 _STATUS_ALIASES = {
@@ -277,6 +279,7 @@ class AsyncShark:
         wait: str = "sync",
         task_timeout: int = 300,
         on_task: Callable[[Task], Any] | None = None,
+        on_image: Callable[["GeneratedImage"], Any] | None = None,
         **fields: Any,
     ) -> "GenerationResult":
         """Generate (or edit, with ``image=``/``mask=``) and download the images.
@@ -286,18 +289,22 @@ class AsyncShark:
         model lacks is a ValidationError, never dropped. ``wait="task"`` submits an async task
         and polls it; ``on_task(task)`` is called once the gateway has accepted it (the studio
         uses it to enable Cancel). Cancelling the awaiting coroutine cancels the task at the
-        gateway.
+        gateway. ``on_image(image)`` is called as soon as each image's bytes are complete, in
+        arrival order (``image.index`` is its place in the answer; ``image.result`` the result
+        being delivered), on the client's event loop: keep it quick (hand pixel work to a thread).
+        An exception in it is logged and noted on the result; the image is delivered all the same.
         """
         kwargs = dict(model=model, image=image, mask=mask, wait=wait, task_timeout=task_timeout, **fields)
         if image is not None or mask is not None:
             request = await asyncio.to_thread(build_request, prompt, **kwargs)
         else:
             request = build_request(prompt, **kwargs)
-        return await self.send(request, on_task=on_task)
+        return await self.send(request, on_task=on_task, on_image=on_image)
 
     async def send(self, request: ImageRequest, *, on_task: Callable[[Task], Any] | None = None,
-                   rate_limit_retries: int | None = None) -> "GenerationResult":
-        """Send an already validated request (from :meth:`build`)."""
+                   rate_limit_retries: int | None = None,
+                   on_image: Callable[["GeneratedImage"], Any] | None = None) -> "GenerationResult":
+        """Send an already validated request (from :meth:`build`); ``on_image`` as in :meth:`generate`."""
         estimate = request.estimate_credit()
         call = _Call(request=request, tracing_id=str(uuid.uuid4()), call_id=uuid.uuid4().hex,
                      started=time.monotonic(), estimate=estimate)
@@ -315,7 +322,7 @@ class AsyncShark:
             if on_task is not None:
                 on_task(task)
             answer = clean_text(await self._await_task(task, call))
-        return await self._finish(answer, call)
+        return await self._finish(answer, call, on_image)
 
     async def generate_many(
         self,
@@ -734,10 +741,12 @@ class AsyncShark:
         raise TaskFailedError(f"task {task.id} failed: {self._redact(message)}", task_id=task.id,
                               tracing_id=call.tracing_id, type=etype or TaskFailedError.type)
 
-    async def _finish(self, answer: dict, call: _Call) -> "GenerationResult":
+    async def _finish(self, answer: dict, call: _Call,
+                      on_image: Callable[["GeneratedImage"], Any] | None = None) -> "GenerationResult":
         """Book the charge, then deliver every image that arrives. An image that cannot be
         delivered is listed in ``result.missing`` (with its URL and why) and never costs its
-        siblings; only a call where none arrived raises :class:`DownloadError`."""
+        siblings; only a call where none arrived raises :class:`DownloadError`. Each image is
+        handed to ``on_image`` as soon as its bytes are complete (see :meth:`generate`)."""
         from .results import GeneratedImage, GenerationResult, MissingImage, Usage
 
         items = _image_items(answer)
@@ -755,23 +764,39 @@ class AsyncShark:
             raise APIConnectionError("the gateway answered but sent no images; any charge is in the ledger",
                                      status=answer.get("_status"), tracing_id=call.tracing_id)
         self._record(self._entry(call, outcome="ok", images=0, **base))
-        got = await self._download_all(items, call.tracing_id)
-        PRICE_BOOK.record(call.request.model, call.request.settings, credit, len(items))
+        # The result exists before the downloads, so each image can be handed out as it arrives.
         result = GenerationResult(
             images=[], usage=Usage.from_json(usage), credit=credit, tracing_id=call.tracing_id,
             request=call.request, model=call.request.model, task_id=task_id, created=answer.get("created"),
-            latency=time.monotonic() - call.started, offline=self.offline, call_id=call.call_id, notes=notes,
+            offline=self.offline, call_id=call.call_id, notes=notes, expected=len(items),
         )
-        for i, (data, url) in enumerate(zip(got, shown)):
+
+        def arrived(i: int, data: "bytes | _Missing") -> "GeneratedImage | _Missing":
             if isinstance(data, _Missing):
-                result.missing.append(MissingImage(i, url, data.reason, data.status))
-                continue
+                return data
+            url = shown[i]
             try:
-                result.images.append(GeneratedImage.from_bytes(
-                    data, url=None if url and url.startswith("data:") else url, index=i, result=result))
+                image = GeneratedImage.from_bytes(
+                    data, url=None if url and url.startswith("data:") else url, index=i, result=result)
             except ValueError as exc:  # one unreadable image is missing on its own
-                result.missing.append(MissingImage(i, url, f"unreadable image: the bytes are not a readable "
-                                                            f"image ({exc})"))
+                return _Missing(f"unreadable image: the bytes are not a readable image ({exc})")
+            if on_image is not None:
+                try:
+                    on_image(image)
+                except Exception as exc:  # noqa: BLE001 - a display hook never costs a paid image
+                    why = f"on_image failed for image {i + 1} ({type(exc).__name__}: {self._redact(str(exc))[:120]})"
+                    _log.warning("shark_nb: %s", why)
+                    result.notes.append(why + "; the image is in the result")
+            return image
+
+        got = await self._download_all(items, call.tracing_id, arrived)
+        PRICE_BOOK.record(call.request.model, call.request.settings, credit, len(items))
+        result.latency = time.monotonic() - call.started
+        for i, (item, url) in enumerate(zip(got, shown)):
+            if isinstance(item, _Missing):
+                result.missing.append(MissingImage(i, url, item.reason, item.status))
+            else:
+                result.images.append(item)
         missing = [{"index": m.index, "url": m.url, "reason": m.reason, "status": m.status} for m in result.missing]
         error = None
         if result.missing:
@@ -780,6 +805,10 @@ class AsyncShark:
                                  **({"missing": missing} if missing else {}), **base))
         if not result.images:
             raise self._nothing_delivered(result)
+        result.ledger = self.ledger  # result.save records where the files went (the history links them)
+        from .archive import schedule_thumbnails
+
+        schedule_thumbnails(result)  # the history's thumbnails, on a worker thread; never raises
         return result
 
     def _nothing_delivered(self, result: "GenerationResult") -> DownloadError:
@@ -813,19 +842,22 @@ class AsyncShark:
             pass
         return self._redact(url)
 
-    async def _download_all(self, items: list[dict], tracing_id: str) -> "list[bytes | _Missing]":
-        """Every image's bytes, or why it is missing, in order: one failure never costs the others."""
+    async def _download_all(self, items: list[dict], tracing_id: str,
+                            arrived: Callable[[int, "bytes | _Missing"], T]) -> list[T]:
+        """``arrived(index, bytes or why it is missing)`` for every image as soon as its download
+        ends (arrival order); their answers in the answer's order. One failure never costs the others."""
         sem = asyncio.Semaphore(config.DOWNLOAD_CONCURRENCY)
 
-        async def one(item: dict) -> "bytes | _Missing":
+        async def one(i: int, item: dict) -> T:
             try:
-                return await self._image_bytes(item, tracing_id, sem)
+                data: "bytes | _Missing" = await self._image_bytes(item, tracing_id, sem)
             except _Missing as exc:
-                return exc
+                data = exc
             except Exception as exc:  # noqa: BLE001 - an unforeseen failure is this image's, not the call's
-                return _Missing(f"unexpected error ({type(exc).__name__}: {self._redact(str(exc))[:120]})")
+                data = _Missing(f"unexpected error ({type(exc).__name__}: {self._redact(str(exc))[:120]})")
+            return arrived(i, data)
 
-        return list(await asyncio.gather(*(one(it) for it in items)))
+        return list(await asyncio.gather(*(one(i, it) for i, it in enumerate(items))))
 
     async def _image_bytes(self, item: dict, tracing_id: str, sem: asyncio.Semaphore) -> bytes:
         """One image: inline (``b64_json`` or a ``data:`` URL) decoded; a URL (absolute, or relative
@@ -1196,8 +1228,10 @@ class Shark:
 
     estimate.__doc__ = AsyncShark.estimate.__doc__
 
-    def send(self, request: ImageRequest) -> "GenerationResult":
-        return _LoopThread.run(self._async.send(request))
+    def send(self, request: ImageRequest, *, on_image: Callable[["GeneratedImage"], Any] | None = None
+             ) -> "GenerationResult":
+        """Send a validated request; ``on_image`` runs on the client's loop thread (see generate)."""
+        return _LoopThread.run(self._async.send(request, on_image=on_image))
 
     def generate_many(self, prompts: Sequence[Any], *, concurrency: int = config.DEFAULT_CONCURRENCY,
                       **params: Any) -> list["GenerationResult | SharkError"]:

@@ -54,7 +54,11 @@ PREVIEW_MAX_SIDE = 1024                # inline previews: long side in pixels ..
 PREVIEW_FORMAT = "webp"                # ... encoding ("webp" or "jpeg") ...
 PREVIEW_QUALITY = 80                   # ... and quality
 THUMB_SIDE = 256                       # a GenerationResult's own repr: thumbnails this size
+PREVIEW_WORKERS = max(2, min(4, os.cpu_count() or 2))  # threads making previews as images arrive
 SIM_LATENCY = 0.05                     # seconds the offline simulator takes per call
+HISTORY_THUMB_SIDE = 256               # shark_nb.history(): the thumbnail each delivered image leaves ...
+HISTORY_THUMB_MAX_BYTES = 30 * 1024    # ... at most this big (WebP, under $SHARK_NB_HOME/thumbs)
+HISTORY_PAGE_SIZE = 20                 # calls per page of the history widget
 
 # --- environment variables (every name the package reads; tests use SHARK_NB_SLOW too) ---------
 ENV_API_KEY = "SHARK_API_KEY"

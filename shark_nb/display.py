@@ -109,7 +109,12 @@ class Gallery:
     ``paths`` are the saved files, one per image (``None`` for one not saved); by default the
     result's ``saved`` list. ``ledger`` adds the session total to the footer. ``notes`` are extra
     lines (escaped) shown under the footer, e.g. a save failure. Previews are computed once,
-    when the object is first rendered.
+    when the object is first rendered (or read from the images' cache, where the preview pool
+    already made them).
+
+    A *live* gallery, while a call's images are still arriving: ``images`` (those arrived, any
+    order) and ``pending`` (how many are still coming: a placeholder each, captions say the files
+    are being saved). The magic shows it through ``display_id`` and replaces it with the final one.
     """
 
     def __init__(
@@ -124,11 +129,15 @@ class Gallery:
         quality: int = config.PREVIEW_QUALITY,
         base: str | os.PathLike | None = None,
         notes: Sequence[str] = (),
+        images: Sequence[Any] | None = None,
+        pending: int | None = None,
     ) -> None:
         if preview_format not in (*PREVIEW_FORMATS, "auto"):
             raise ValueError(f"preview_format must be one of {(*PREVIEW_FORMATS, 'auto')}, not {preview_format!r}")
         self.result = result
-        self.images = list(getattr(result, "images", result))
+        self.images = list(getattr(result, "images", result)) if images is None else \
+            sorted(images, key=lambda im: getattr(im, "index", 0))
+        self.pending = pending
         if paths is None:
             saved = list(getattr(result, "saved", []) or [])
             paths = saved[-len(self.images):] if len(saved) >= len(self.images) else [None] * len(self.images)
@@ -153,13 +162,13 @@ class Gallery:
     # -- pieces --------------------------------------------------------------------------
     def _credit_share(self) -> float | None:
         credit = getattr(self.result, "credit", None)
-        n = len(self.images) + len(self.missing)  # the credit covers the missing images too
+        n = len(self.images) + len(self.missing) + (self.pending or 0)  # the credit covers them all
         return None if credit is None or not n else credit / n
 
     def _number(self, i: int, image: Any) -> int:
         """An image's number: its place in the answer when some are missing (so "#3 missing"
         and "#2" do not clash), else its place in the gallery."""
-        return getattr(image, "index", i) + 1 if self.missing else i + 1
+        return getattr(image, "index", i) + 1 if self.missing or self.pending is not None else i + 1
 
     def _img_tag(self, image: Any, alt: str) -> str:
         esc = html.escape
@@ -193,8 +202,8 @@ class Gallery:
             caption += (f'<br><a href="{esc(href)}" target="_blank" title="full-resolution file">'
                         f"{esc(shown)}</a>")
         else:
-            caption += "<br><i>not saved</i>"
-        if len(self.images) + len(self.missing) > 1:
+            caption += "<br><i>not saved</i>" if self.pending is None else "<br><i>saving…</i>"
+        if len(self.images) + len(self.missing) + (self.pending or 0) > 1:
             caption = f"#{self._number(i, image)} · " + caption
         return (f'<figure style="margin:0 8px 8px 0">{self._img_tag(image, alt)}'
                 f'<figcaption style="font-size:11px;color:#555;line-height:1.4">{caption}</figcaption>'
@@ -219,6 +228,9 @@ class Gallery:
             parts.append(f"tracing id {r.tracing_id}")
         if self._session is not None:
             parts.append(f"session: {self._session}")
+        if self.pending is not None:
+            parts.insert(0, f"{len(self.images)} of {len(self.images) + self.pending} images here; "
+                            "the others are arriving")
         return parts
 
     def _footer(self) -> str:
@@ -237,6 +249,11 @@ class Gallery:
             figures += [f'<figure style="margin:0 8px 8px 0"><div style="padding:1em;border:1px dashed #c62828;'
                         f'color:#c62828;font-size:12px;max-width:{_TILE_PX_MANY}px">#{m.index + 1} missing: '
                         f'{esc(m.reason)}</div></figure>' for m in self.missing]
+            arrived = {getattr(im, "index", i) for i, im in enumerate(self.images)}
+            figures += [f'<figure style="margin:0 8px 8px 0"><div style="padding:1em;border:1px dashed #999;'
+                        f'color:#666;font-size:12px;width:{_TILE_PX_MANY // 2}px">#{k + 1} arriving…</div></figure>'
+                        for k in [k for k in range(len(self.images) + (self.pending or 0)) if k not in arrived]
+                        [:self.pending or 0]]
             figures = figures or ['<div style="color:#666">no images</div>']
             prompt = getattr(self.result, "prompt", "")
             model = getattr(self.result, "model", "")

@@ -60,7 +60,8 @@ Record schema (one JSON object a line; the client writes these)::
      "latency_s": float,
      "offline": bool,             # answered by the built-in simulator
      "error": str | null,
-     "settled_from": str}         # Ledger.settle(): the outcome the call had before it was settled
+     "settled_from": str,         # Ledger.settle(): the outcome the call had before it was settled
+     "saved": [str]}              # Ledger.note_saved(): every path its images were saved to
 
 A call may be written as several lines with the same ``call_id`` — e.g. ``"outcome": "pending"``
 when a task is submitted, then the final line. Lines with the same ``call_id`` are merged in file
@@ -96,6 +97,7 @@ import html
 import json
 import math
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -290,6 +292,28 @@ def _normalise(entry: Mapping) -> dict:
     if not isinstance(out.get("outcome"), (str, type(None))):
         out["outcome"] = None
     return out
+
+
+#: A JSON escape of a UTF-16 surrogate: json.loads may turn it into a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _normalise_read(entry: dict, line: str, odd_number: bool) -> dict:
+    """:func:`_normalise` for a dict ``json.loads`` just read from ``line``, without walking it
+    when nothing in it can need it: JSON gives only JSON types, so only a lone surrogate (from a
+    ``\\udXXX`` escape), a non-finite number (``odd_number``: NaN, Infinity, 1e999) or nesting
+    as deep as the marker's limit (fewer brackets than that cannot nest that deep) change
+    anything; else only the typed fields are checked. The same result, several times faster
+    (reading 10,000 past calls for the history)."""
+    if odd_number or line.count("{") + line.count("[") >= _MAX_DEPTH or _SURROGATE_ESCAPE.search(line):
+        return _normalise(entry)
+    for k in _TEXT_FIELDS:
+        v = entry.get(k)
+        if v is not None and not isinstance(v, str):
+            entry[k] = json.dumps(v, ensure_ascii=False)
+    if not isinstance(entry.get("outcome"), (str, type(None))):
+        entry["outcome"] = None
+    return entry
 
 
 def _number(value: Any) -> float | None:
@@ -548,6 +572,22 @@ class Ledger:
                          "error": note if note is not None else rec.get("error")})
             return copy.deepcopy(self._records[key])
 
+    def note_saved(self, call_id: str, paths: Any) -> dict | None:
+        """Record where a call's full-resolution files were saved (``result.save``, the magic,
+        the studio's Save): one more line for ``call_id`` whose ``saved`` lists every path saved
+        so far (lines merge by call_id, so the list accumulates) and which repeats the call's
+        ``time`` (the merged record keeps when the call was made). A call_id this ledger does
+        not hold writes nothing (a line of its own would read as a call of unknown cost): None."""
+        with self._lock:
+            rec = self._records.get(call_id) if isinstance(call_id, str) and call_id else None
+            if rec is None:
+                return None
+            old = rec.get("saved") if isinstance(rec.get("saved"), list) else []
+            saved = list(dict.fromkeys([*(str(p) for p in old), *(os.fspath(p) for p in paths)]))
+            if saved == old:
+                return copy.deepcopy(rec)
+            return self.record({"call_id": call_id, "time": rec.get("time"), "saved": saved})
+
     @property
     def unsettled(self) -> list[dict]:
         """Calls that may have been charged but whose credit is unknown (copies): the ones to ask
@@ -626,6 +666,19 @@ class Ledger:
         data = self._path.read_bytes()
         lines = data.split(b"\n")
         last_index = len(lines) - 1  # the chunk after the last newline ("" when the file is whole)
+        odd = [False]  # this line holds a number JSON cannot write back (NaN, Infinity, 1e999)
+
+        def number(s: str) -> float:
+            f = float(s)
+            if not math.isfinite(f):
+                odd[0] = True
+            return f
+
+        def constant(s: str) -> float:
+            odd[0] = True
+            return float(s)
+
+        decoder = json.JSONDecoder(parse_float=number, parse_constant=constant)
         for i, raw in enumerate(lines):
             if not raw.strip():
                 continue
@@ -635,8 +688,9 @@ class Ledger:
                 continue
             # Bytes that are not UTF-8 (a damaged disk, another tool) cost only those characters.
             text = raw.decode("utf-8", "replace")
+            odd[0] = False
             try:
-                entry = json.loads(text)
+                entry = decoder.decode(text)
             except (ValueError, RecursionError):
                 torn = " (a torn write: the session was interrupted mid-write)" if i == last_index else ""
                 self._skip(f"skipped {where}, which is not valid JSON{torn}")
@@ -649,7 +703,7 @@ class Ledger:
                 warnings.warn(f"{self._path.name}: the last line has no newline at the end (kept)",
                               LedgerWarning, stacklevel=3)
             try:
-                self._merge(_normalise(entry))
+                self._merge(_normalise_read(entry, text, odd[0]))
             except RecursionError:  # deeper than the marker can reach (never from our own lines)
                 self._skip(f"skipped {where}, which is nested too deeply")
 

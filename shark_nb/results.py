@@ -200,8 +200,15 @@ class GeneratedImage:
         the prompt (``-2``, ``-3`` ... for the images of a call with several); a path with a suffix
         is used as the file name, and its suffix must match the format (the bytes are saved as
         served, never re-encoded). An existing file is never replaced unless ``overwrite=True``:
-        the name gets a numeric suffix instead (``fox-2.png``).
+        the name gets a numeric suffix instead (``fox-2.png``). The call's ledger records where
+        it was saved (``shark_nb.history()`` links to it).
         """
+        path = self._save(path_or_folder, overwrite=overwrite)
+        if self.result is not None:
+            self.result._note_saved([path])
+        return path
+
+    def _save(self, path_or_folder: str | os.PathLike | None, *, overwrite: bool) -> Path:
         from . import images
 
         target = Path(path_or_folder if path_or_folder is not None else DEFAULT_FOLDER).expanduser()
@@ -275,6 +282,11 @@ class GenerationResult:
     missing: list[MissingImage] = field(default_factory=list)
     #: Things the user must know about this call (images missing, more or fewer than asked).
     notes: list[str] = field(default_factory=list)
+    #: How many images the gateway's answer held, set by the client before they download (so a
+    #: result whose images are still arriving knows its size); 0 when not known.
+    expected: int = field(default=0, repr=False)
+    #: The ledger the call was booked in (set by the client): :meth:`save` records the paths there.
+    ledger: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.images = list(self.images)
@@ -293,8 +305,8 @@ class GenerationResult:
 
     @property
     def images_billed(self) -> int:
-        """How many images the gateway's answer held: delivered + missing."""
-        return len(self.images) + len(self.missing)
+        """How many images the gateway's answer held: delivered + missing (+ still arriving)."""
+        return max(len(self.images) + len(self.missing), self.expected)
 
     @property
     def complete(self) -> bool:
@@ -347,12 +359,31 @@ class GenerationResult:
         any file is written.
         """
         target = Path(path_or_folder).expanduser()
-        if not _is_file_target(target) or self.images_billed <= 1:
-            return [img.save(target, overwrite=overwrite) for img in self.images]
-        for img in self.images:
-            img._check_suffix(target)
-        return [img.save(target.with_name(f"{target.stem}-{img.index + 1}{target.suffix}"), overwrite=overwrite)
-                for img in self.images]
+        numbered = _is_file_target(target) and self.images_billed > 1
+        if numbered:
+            for img in self.images:
+                img._check_suffix(target)
+        paths: list[Path] = []
+        try:
+            for img in self.images:
+                paths.append(img._save(target.with_name(f"{target.stem}-{img.index + 1}{target.suffix}")
+                                       if numbered else target, overwrite=overwrite))
+        finally:
+            self._note_saved(paths)  # the files that made it, even when a later one failed
+        return paths
+
+    def _note_saved(self, paths: list[Path]) -> None:
+        """One ledger line with every path saved so far (see ``Ledger.note_saved``). The files are
+        on disk already: a ledger that cannot take the line costs a warning, never the save."""
+        if self.ledger is None or not self.call_id or not paths:
+            return
+        try:
+            self.ledger.note_saved(self.call_id, [Path(p).resolve() for p in paths])
+        except Exception as exc:  # noqa: BLE001 - the images are saved; only the history link is lost
+            import warnings
+
+            warnings.warn(f"the images were saved, but the ledger could not record where ({exc})",
+                          UserWarning, stacklevel=3)
 
     # -- sequence ----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -99,8 +99,9 @@ def require_browser() -> str:
 
 
 @contextlib.contextmanager
-def chromium(viewport: tuple[int, int] = (1280, 900)) -> Iterator[Any]:
-    """(browser, page) on a headless system Chromium; closed on exit, even on failure."""
+def chromium(viewport: tuple[int, int] = (1280, 900), device_scale_factor: float = 1) -> Iterator[Any]:
+    """(browser, page) on a headless system Chromium; closed on exit, even on failure.
+    ``device_scale_factor=2`` gives a hi-DPI page (``window.devicePixelRatio == 2``)."""
     from playwright.sync_api import sync_playwright
 
     executable = find_chromium()
@@ -108,7 +109,7 @@ def chromium(viewport: tuple[int, int] = (1280, 900)) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                          device_scale_factor=1)
+                                          device_scale_factor=device_scale_factor)
             page = context.new_page()
             yield browser, page
         finally:

@@ -317,7 +317,7 @@ def test_keyboard_interrupt_becomes_a_short_error(ip):
         def build(self, prompt, **params):
             return real.build(prompt, **params)
 
-        def send(self, request):
+        def send(self, request, on_image=None):
             raise KeyboardInterrupt
 
     magic.set_client(Interrupted())

@@ -54,13 +54,20 @@ def _assert_one_line_refusal(proc: subprocess.CompletedProcess, *fragments: str)
     (["-n", "5"], ["n=5", "from 1 to 4"]),
     (["-n", "0"], ["n=0", "from 1 to 4"]),
     (["-n", "-1"], ["n=-1"]),
-    (["-n", "two"], ["argument -n", "'two'"]),
-    (["-n", "2.5"], ["argument -n", "'2.5'"]),
+    (["-n", "two"], ["n='two'", "from 1 to 4"]),
+    (["-n", "2.5"], ["n=", "2.5", "from 1 to 4"]),
     (["-n"], ["argument -n", "expected one argument"]),
-    (["--size", "512x512"], ["--size", "'512x512'", "1024x1024"]),
-    (["--quality", "ultra"], ["--quality", "'ultra'", "low"]),
-    (["--format", "gif"], ["--format", "'gif'", "png"]),
-    (["--wait", "later"], ["--wait", "'later'", "sync"]),
+    (["--size", "512x512"], ["size='512x512'", "1024x1024"]),
+    (["--quality", "ultra"], ["quality='ultra'", "low"]),
+    (["--format", "gif"], ["output_format='gif'", "png"]),
+    (["--wait", "later"], ["wait='later'", "sync"]),
+    (["--model", "dall-e"], ["model='dall-e'", "known models"]),
+    (["--model", "seedream", "--size", "1024x1024"], ["size='1024x1024'", "did you mean '1024*1024'"]),
+    (["--model", "gemini", "--quality", "low"], ["--quality is a gpt-image-2/midjourney option",
+                                                 "python -m shark_nb --model gemini --help"]),
+    (["--aspect-ratio", "16:9"], ["--aspect-ratio is a gemini/midjourney option", "takes --size"]),
+    (["--model", "grok-edit"], ["grok-edit edits an image", "image= is required"]),
+    (["--model", "mj", "--stylize", "1001"], ["stylize=1001", "from 0 to 1,000"]),
     (["--bogus"], ["unrecognized arguments: --bogus"]),
     ([""], ["prompt=''", "empty"]),
     (["   "], ["prompt="]),
@@ -228,3 +235,26 @@ def test_del_is_safe_when_module_globals_are_gone(monkeypatch):
     c.__del__()  # no exception
     monkeypatch.undo()
     c.close()
+
+
+@pytest.mark.parametrize("args, size, fmt", [
+    (["--model", "gemini", "--aspect-ratio", "16:9", "-n", "1"], (1024, 576), "png"),
+    (["--model", "seedream", "--size", "768*1024"], (768, 1024), "jpeg"),
+    (["--model", "mj", "--aspect-ratio", "1:1", "--stylize", "50"], (1024, 1024), "png"),
+])
+def test_the_quickstart_speaks_every_model(tmp_path, args, size, fmt):
+    proc = _cli(tmp_path, *args, "a red fox")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("  ") and "x" in line]
+    assert lines and f"{size[0]}x{size[1]} {fmt}" in lines[0]
+    assert "Cost:" in proc.stdout and "unknown" not in proc.stdout.split("Cost:")[1].split("·")[0]
+
+
+def test_the_quickstart_help_lists_every_model_and_one_models_fields(tmp_path):
+    proc = _cli(tmp_path, "--help")
+    assert proc.returncode == 0
+    for name in ("gpt-image-2", "gemini", "seedream", "midjourney", "grok-edit"):
+        assert name in proc.stdout
+    assert "%shark" not in proc.stdout
+    one = _cli(tmp_path, "--model", "gemini", "--help")
+    assert one.returncode == 0 and "--aspect-ratio" in one.stdout and "--stylize" not in one.stdout

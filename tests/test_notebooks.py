@@ -62,6 +62,7 @@ EXPECTED = [
     "05-ledger-and-budgets.ipynb",
     "06-batches.ipynb",
     "07-models.ipynb",
+    "08-history.ipynb",
 ]
 #: A stored notebook above this size has outputs or pasted data in it: the repo must stay small.
 MAX_STORED_BYTES = 24_000

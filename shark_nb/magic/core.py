@@ -8,7 +8,10 @@ and the decisions.
 from __future__ import annotations
 
 import keyword
+import logging
 import re
+import threading
+from concurrent.futures import Future, wait
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,14 @@ __all__ = ["SharkMagic", "CONFIG_ALIAS", "SUBCOMMANDS"]
 
 #: The extra config section name: ``%config Shark.size = "1536x1024"``.
 CONFIG_ALIAS = "Shark"
-SUBCOMMANDS = ("ledger", "budget", "studio", "widget", "config", "help", "compare")
+SUBCOMMANDS = ("ledger", "budget", "studio", "widget", "config", "help", "compare", "history")
 #: gpt-image-2's settings that are traits of their own (the magic had them before the other models).
 GPT_TRAITS = ("n", "size", "quality", "background", "output_format")
 
 _IDENT = re.compile(r"([A-Za-z_]\w*)(?:\[(-?\d+)\])?")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")  # two letters or more: not a drive letter
 _GPT = model_spec(DEFAULT_MODEL)
+log = logging.getLogger(__name__)
 
 
 def _trait_check(name: str, fn: Any, *args: Any) -> Any:
@@ -59,6 +63,8 @@ Subcommands (first word of the one-line form):
                                 dollars; 25000 or 25000 credits is credits (1 USD = 10,000 credit)
   %shark studio                 the studio widget (also: %shark widget)
   %shark config                 the effective settings; the API key only as set/unset
+  %shark history [WORDS]        every past call (all sessions), newest first, with its pictures;
+                                WORDS: only prompts holding them; Restore opens a studio with it
   %shark compare --models gpt-image-2,gemini,seedream [options] PROMPT
   %shark compare --model gpt-image-2 --vary quality=low,medium,high [options] PROMPT
                                 one prompt, a grid of cells; the estimate is shown before
@@ -358,22 +364,25 @@ class SharkMagic(Magics, Configurable):
             return None
         save_dir = args.save if args.save is not None else self.save_dir
         full = self.full if args.full is None else args.full
+        look = dict(max_side=self.preview_max_side, preview_format=self.preview_format,
+                    quality=self.preview_quality, full=full)
         status = None
         if getattr(self.shell, "kernel", None) is not None:  # a notebook front end: say we're busy
             status = display(_note(f"generating {text.count(request.n, 'image')} with {spec.name}… "
                                    "(interrupt the kernel to cancel)"), raw=True, display_id=True)
+        live = LivePreviews(status, **look)
         try:
             try:
-                result = client.send(request)
+                result = client.send(request, on_image=live.on_image)
             except KeyboardInterrupt:
                 raise SharkUsageError(interrupted(request.is_task)) from None
             notes = []
-            paths = save_images(result, save_dir, notes)
+            paths = save_images(result, save_dir, notes)  # while the last previews are being made
             self.assign(args.out, result)
-            gallery = Gallery(result, paths=paths, ledger=client.ledger, max_side=self.preview_max_side,
-                              preview_format=self.preview_format, quality=self.preview_quality, full=full,
-                              notes=notes)
+            live.finish()
+            gallery = Gallery(result, paths=paths, ledger=client.ledger, notes=notes, **look)
         except BaseException:
+            live.close()
             if status is not None:  # never an empty output: say what became of the busy line
                 status.update(_note("no images: the call did not complete (the error follows)"), raw=True)
             raise
@@ -402,6 +411,53 @@ class SharkMagic(Magics, Configurable):
 
     def config_text(self) -> str:
         return subcommands.config_text(self)
+
+
+class LivePreviews:
+    """Each image's preview made as soon as it arrives (the client's ``on_image`` hook), in
+    :func:`shark_nb.images.preview_pool` — off the kernel's main thread, several at once. With a
+    display handle, the gallery is updated in place (``display_id``) as each preview is ready:
+    plain HTML every time, so a saved notebook renders anywhere. The final gallery replaces it,
+    reading the previews from the images' cache."""
+
+    def __init__(self, handle: Any, **look: Any) -> None:
+        self.handle, self.look = handle, look
+        self.lock = threading.Lock()
+        self.arrived: list[Any] = []
+        self.futures: list[Future] = []
+        self.closed = False
+
+    def on_image(self, image: Any) -> None:
+        """On the client's event loop: only hands the pixel work to the pool."""
+        from ..images import preview_pool
+
+        self.futures.append(preview_pool().submit(self._preview, image))
+
+    def _preview(self, image: Any) -> None:
+        look = self.look
+        if not look["full"]:
+            try:
+                image.preview(max_side=look["max_side"], format=look["preview_format"], quality=look["quality"])
+            except ValueError:
+                pass  # the gallery says "no preview" for this one
+        with self.lock:
+            self.arrived.append(image)
+            if self.handle is None or self.closed:
+                return
+            pending = image.result.images_billed - len(self.arrived)
+            try:
+                self.handle.update(Gallery(image.result, images=self.arrived, pending=pending, **look))
+            except Exception as exc:  # noqa: BLE001 - a live update is a nicety; the final gallery follows
+                log.warning("shark_nb: live gallery update failed: %s", exc)
+
+    def finish(self) -> None:
+        """Wait for every preview; no live update after this (the final gallery comes next)."""
+        wait(self.futures)
+        self.close()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
 
 
 def interrupted(is_task: bool) -> str:

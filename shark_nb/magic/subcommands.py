@@ -1,5 +1,5 @@
 """The magic's subcommands: ``ledger``, ``budget``, ``studio`` (``widget``), ``config``,
-``help`` and ``compare``; and the dry-run text. Each takes the :class:`~.core.SharkMagic`."""
+``help``, ``history`` and ``compare``; and the dry-run text. Each takes the :class:`~.core.SharkMagic`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def run(magic: Any, name: str, rest: str) -> None:
         return
     if name == "budget":
         return _budget(rest)
+    if name == "history":
+        return _history(rest)
     if rest:
         raise SharkUsageError(_takes_nothing(name, rest))
     if name == "ledger":
@@ -96,6 +98,15 @@ def _studio(magic: Any) -> None:
         widget = factory(client=session.get_client())
     if widget is not None:
         display(widget)
+
+
+def _history(words: str) -> None:
+    """``%shark history [words]``: the history widget, searched for the words."""
+    from IPython.display import display
+
+    from ..archive import History
+
+    display(History(words, client=session.get_client()))
 
 
 def config_text(magic: Any) -> str:

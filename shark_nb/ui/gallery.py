@@ -1,5 +1,5 @@
 """The studio's results: one card per image (a small preview, the prompt, the model, the size),
-newest first, with Save (the full-size file to a folder), Open (a larger view) and "Use as
+newest first, each added as soon as its image has arrived (:meth:`Gallery.arriving`), with Save (the full-size file to a folder), Open (a larger view) and "Use as
 reference". Previews are small JPEG/PNG thumbnails, so the notebook's saved widget state stays
 small; the full images stay in the results (``studio.results``) and on disk once saved."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import ipywidgets as widgets
@@ -29,8 +30,12 @@ def default_folder() -> str:
 
 
 async def previews(result: Any) -> list[tuple[bytes, str]]:
-    """The thumbnails of a result's images, built in a worker thread (the job's last step)."""
-    return await asyncio.to_thread(lambda: [thumb(img.data, THUMB_SIDE) for img in result.images])
+    """The thumbnails of a result's images, built in the preview pool, in parallel."""
+    from ..images import preview_pool
+
+    loop = asyncio.get_running_loop()
+    return list(await asyncio.gather(*(loop.run_in_executor(preview_pool(), thumb, img.data, THUMB_SIDE)
+                                       for img in result.images)))
 
 
 class Gallery:
@@ -44,6 +49,11 @@ class Gallery:
         self._use_as_reference = use_as_reference
         self._status = status
         self.helpers: set[asyncio.Task] = set()
+        # the running call's cards, added as its images arrive: result, index -> (card, thumbnail)
+        self._live_result: Any = None
+        self._live: dict[int, tuple[widgets.VBox, tuple[bytes, str]]] = {}
+        self._older: tuple = ()
+        self._making: list[asyncio.Future] = []
         self.save_folder = widgets.Text(value=str(save_folder or default_folder()), description="Save to",
                                         style={"description_width": "56px"},
                                         tooltip="Folder (relative to the notebook) where Save writes full-size files",
@@ -72,10 +82,40 @@ class Gallery:
         for part, css in ((self.grid, "gallery"), (self.viewer, "viewer"), (self.save_folder, "save-folder")):
             part.add_class(f"shark-studio-{css}")
 
-    def add(self, result: Any, thumbs: list[tuple[bytes, str]]) -> None:
-        cards = [self._card(result, img, data, fmt) for img, (data, fmt) in zip(result.images, thumbs)]
-        self.grid.children = (*cards, *self.grid.children)  # newest first
+    def arriving(self, img: Any) -> None:
+        """An image of the running call has arrived (the client's ``on_image`` hook, on the
+        kernel's loop): its thumbnail is made in the preview pool and its card added when ready."""
+        from ..images import preview_pool
+
+        making = asyncio.get_running_loop().run_in_executor(preview_pool(), thumb, img.data, THUMB_SIDE)
+        self._making.append(making)
+        making.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self._place(img, f.result()))
+
+    async def settle(self, result: Any) -> list[tuple[bytes, str]]:
+        """The job's last step: wait for the thumbnails still being made; those of ``result``'s
+        images, in its order (any image that got no card yet gets its thumbnail made now)."""
+        making, self._making = self._making, []
+        if making:
+            await asyncio.wait(making)
+        shown = self._live if self._live_result is result else {}
+        todo = [img for img in result.images if img.index not in shown]
+        made = dict(zip((img.index for img in todo), await previews(SimpleNamespace(images=todo)))) if todo else {}
+        return [shown[img.index][1] if img.index in shown else made[img.index] for img in result.images]
+
+    def _place(self, img: Any, thumbnail: tuple[bytes, str]) -> None:
+        """Show one image's card: the running call's cards first (in the answer's order), then the older ones."""
+        if img.result is not self._live_result:
+            self._live_result, self._live, self._older = img.result, {}, self.grid.children
+        if img.index in self._live:
+            return
+        self._live[img.index] = (self._card(img.result, img, *thumbnail), thumbnail)
+        self.grid.children = (*(card for _i, (card, _t) in sorted(self._live.items())), *self._older)
         self.empty.layout.display = "none"
+
+    def add(self, result: Any, thumbs: list[tuple[bytes, str]]) -> None:
+        """Cards for every image of ``result`` (those already shown as they arrived stay as they are)."""
+        for img, thumbnail in zip(result.images, thumbs):
+            self._place(img, thumbnail)
 
     def _card(self, result: Any, img: Any, preview: bytes, fmt: str) -> widgets.VBox:
         picture = widgets.Image(value=preview, format=fmt,

@@ -63,14 +63,16 @@ class JobRunner:
     """Runs generations for one owner (the studio). ``on_update()``: the phase, the elapsed time
     or the cancel state changed; ``on_finish(outcome)``: the job ended (once per job, also when
     it was cancelled before its first step); ``prepare(result)``: an async step after the call
-    (the studio's previews), still cancellable."""
+    (the studio's previews), still cancellable; ``on_image(image)``: each image as soon as it has
+    arrived (the client's hook, on this loop)."""
 
     def __init__(self, client: Any, *, on_update: Callable[[], Any] = lambda: None,
                  on_finish: Callable[[Outcome], Any] = lambda outcome: None,
                  prepare: Callable[[Any], Awaitable[Any]] | None = None,
-                 tick_seconds: float = TICK_SECONDS) -> None:
+                 tick_seconds: float = TICK_SECONDS, on_image: Callable[[Any], Any] | None = None) -> None:
         self.client = client
         self.on_update, self.on_finish, self.prepare = on_update, on_finish, prepare
+        self.on_image = on_image
         self.tick_seconds = tick_seconds
         self.job: asyncio.Task | None = None
         self.task: Any = None                 # the gateway task of the current job (from on_task)
@@ -145,7 +147,8 @@ class JobRunner:
                 built = self.client.build(prompt, **request)
             if self.wait_mode == "sync":
                 self.phase = "Generating (sync)"
-            result = await self.client.send(built, on_task=self._on_task)
+            hook = {"on_image": self.on_image} if self.on_image is not None else {}
+            result = await self.client.send(built, on_task=self._on_task, **hook)
             self.phase = "Preparing previews…"
             extra = await self.prepare(result) if self.prepare is not None else None
         except asyncio.CancelledError:

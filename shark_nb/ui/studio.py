@@ -29,7 +29,7 @@ from ..request import WAIT_MODES
 from ..schemas import DEFAULT_MODEL, ModelSpec, model_spec, models
 from ..session import async_client
 from .common import ERROR_COLOR, MUTED, OK_COLOR, close_tree, plain, section
-from .gallery import Gallery, previews
+from .gallery import Gallery
 from .jobs import JobRunner, Outcome
 from .settings import SettingsPanel, carry_over
 from .uploads import UploadSlots
@@ -84,7 +84,7 @@ class Studio(widgets.VBox):
     ``.estimate``, ``.ledger_strip``, ``.gallery``, ``.results`` (GenerationResults, newest last),
     ``.job`` (the running asyncio task or None), ``.runner`` (the job runner), ``.references``
     (list of bytes), ``.mask`` (bytes or None), ``await studio.wait()``, ``add_reference()``,
-    ``set_mask()``, ``close()``.
+    ``set_mask()`` (bytes, a path or a MaskPainter), ``open_painter(i)`` / ``.painter``, ``close()``.
     """
 
     def __init__(self, client: Any = None, **defaults: Any) -> None:
@@ -96,11 +96,12 @@ class Studio(widgets.VBox):
         self.last_error: BaseException | None = None
         self._remembered: dict[str, dict[str, Any]] = {}   # model id -> its controls' last values
         self._latest: dict[str, Any] = {}                  # field name -> its latest value, any model
-        self.runner = JobRunner(resolved, on_update=self._show_progress, on_finish=self._finished,
-                                prepare=previews)
         self.uploads = UploadSlots(on_change=self._changed)
         self.results_view = Gallery(defaults.get("save_folder"), use_as_reference=self._use_as_reference,
                                     status=self._set_status)
+        # each image's card is added as soon as it has arrived; the job's last step waits for them
+        self.runner = JobRunner(resolved, on_update=self._show_progress, on_finish=self._finished,
+                                prepare=self.results_view.settle, on_image=self.results_view.arriving)
         self._build(spec, defaults)
         self.panel = SettingsPanel(spec, fields, on_change=self._changed)
         self.settings_box.children = (self.panel.box,)
@@ -374,6 +375,13 @@ class Studio(widgets.VBox):
     def set_mask(self, data: Any, name: str | None = None) -> bool:
         """Set the mask (PNG with alpha, the size of the first reference); None clears it."""
         return self.uploads.set_mask(data, name)
+
+    painter = property(lambda self: self.uploads.painter)
+
+    def open_painter(self, index: int = 0) -> Any:
+        """Open the MaskPainter ("Paint mask") over reference ``index`` under the mask slot; each
+        finished stroke fills the slot (checked like an upload). Returns the painter."""
+        return self.uploads.open_painter(index)
 
     def _use_as_reference(self, img: Any) -> None:
         if self.add_reference(img.data, name=f"result {img.index + 1}.{img.format}"):

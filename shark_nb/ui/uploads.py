@@ -14,6 +14,10 @@ files picked at once in one message: so pick files that together stay under abou
 ``--ServerApp.tornado_settings="{'websocket_max_message_size': 104857600}"``). Whatever arrives
 is checked here: at most :data:`MAX_UPLOAD_BYTES` per file, not empty, decodable as an image
 (the same reader the client uses); a mask must be a PNG with alpha, the size of the first image.
+
+"Paint mask" on a reference image opens a :class:`~shark_nb.ui.painter.MaskPainter` over it
+under the mask slot; each finished stroke puts the painted mask in the slot through
+:meth:`UploadSlots.set_mask`, so it is checked exactly like an uploaded one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import ipywidgets as widgets
+import traitlets
 
 from .. import text
 from ..errors import ValidationError
@@ -51,6 +56,9 @@ class UploadSlots:
         self.reference_names: list[str] = []
         self.mask: bytes | None = None
         self.mask_name: str | None = None
+        self.painter: Any = None           # the open MaskPainter, if any
+        self.painter_index: int | None = None
+        self._painted_over: bytes | None = None   # the reference the painter shows
 
         grid = dict(grid_template_columns="repeat(auto-fill, 76px)", grid_gap="6px", width="100%")
         self.reference_title = widgets.HTML()
@@ -68,17 +76,19 @@ class UploadSlots:
             layout=widgets.Layout(width="auto"))
         self.mask_box = widgets.GridBox(layout=widgets.Layout(**grid))
         self.mask_message = widgets.HTML()
+        self.painter_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.reference_section = widgets.VBox(
             [self.reference_title, self.reference_upload, self.reference_box, self.reference_message,
              self.reference_note], layout=widgets.Layout(width="100%"))
         self.mask_section = widgets.VBox(
             [widgets.HTML(section("Mask", "PNG with transparency = area to repaint")), self.mask_upload,
-             self.mask_box, self.mask_message], layout=widgets.Layout(width="100%"))
+             self.mask_box, self.mask_message, self.painter_box], layout=widgets.Layout(width="100%"))
         self.box = widgets.VBox([self.reference_section, self.mask_section], layout=widgets.Layout(width="100%"))
         for part, css in ((self.reference_upload, "reference-upload"), (self.reference_box, "references"),
                           (self.reference_message, "reference-message"), (self.reference_note, "reference-note"),
                           (self.mask_upload, "mask-upload"), (self.mask_box, "mask-box"),
                           (self.mask_message, "mask-message"), (self.mask_section, "mask"),
+                          (self.painter_box, "painter"),
                           (self.reference_section, "reference-slots")):
             part.add_class(f"shark-studio-{css}")
 
@@ -109,6 +119,7 @@ class UploadSlots:
         self.reference_upload.description = "Add images" if takes > 1 else "Add image"
         self.reference_upload.layout.display = None if takes else "none"
         self.mask_section.layout.display = None if spec.takes_mask else "none"
+        self._refresh_references()        # "Paint mask" only where the model takes a mask
         self._refresh_notes()
 
     def images_to_send(self) -> list[bytes]:
@@ -178,6 +189,9 @@ class UploadSlots:
         self._references_changed()
 
     def _references_changed(self) -> None:
+        if self.painter is not None and (self.painter_index is None or self.painter_index >= len(self.references)
+                                         or self.references[self.painter_index] is not self._painted_over):
+            self.close_painter()          # its image was removed (or moved)
         self._refresh_references()
         if self.mask is not None:
             problem, _warning = self._check_mask(self.mask, self.mask_name or "mask")
@@ -196,6 +210,8 @@ class UploadSlots:
             self.mask, self.mask_name = None, None
             note(self.mask_message, "")
         else:
+            if _is_painter(data):
+                data, name = data.mask_png, name or "painted mask"
             data, name = self._read_if_path(data, name, self.mask_message)
             if data is None:
                 return False
@@ -281,7 +297,9 @@ class UploadSlots:
             label = widgets.HTML(f"<div style='font-size:10.5px;color:{MUTED};width:72px;overflow:hidden;"
                                  f"text-overflow:ellipsis;white-space:nowrap' title='{html.escape(name)}'>"
                                  f"{'1st · ' if i == 0 else ''}{html.escape(name)}</div>")
-            items.append(_thumb_card(data, f"Remove {name}", lambda i=i: self.remove_reference(i), label))
+            paint = (lambda i=i: self.open_painter(i)) if self.spec is not None and self.spec.takes_mask else None
+            items.append(_thumb_card(data, f"Remove {name}", lambda i=i: self.remove_reference(i), label,
+                                     paint=paint))
         self.reference_box.children = items
         close_tree(*old)
 
@@ -289,6 +307,37 @@ class UploadSlots:
         old = list(self.mask_box.children)
         self.mask_box.children = () if self.mask is None else (
             _thumb_card(self.mask, "Remove the mask", lambda: self.set_mask(None), None, dashed=True),)
+        close_tree(*old)
+
+    # -------------------------------------------------------------------------------- painter
+    def open_painter(self, index: int = 0) -> Any:
+        """Open the mask painter over reference ``index`` under the mask slot (replacing an open
+        one). It starts from the current mask when that fits the image; every finished stroke
+        puts its mask in the slot, checked like an upload. Returns the painter."""
+        from .painter import MaskPainter
+
+        self.close_painter()
+        data, name = self.references[index], self.reference_names[index]
+        painter = MaskPainter(data)
+        if self.mask is not None:
+            try:
+                painter.mask_png = self.mask        # continue the current mask (same size only)
+            except traitlets.TraitError:             # another size: start from nothing
+                pass
+        painter.observe(lambda _c: self.set_mask(painter.mask_png, name=f"painted over {name}"), names="mask_png")
+        close = widgets.Button(description="Close painter", icon="times", layout=widgets.Layout(width="auto"),
+                               tooltip="Close the painter (the mask stays in the slot)")
+        close.on_click(lambda _b: self.close_painter())
+        title = widgets.HTML(section("Paint mask", f"over {html.escape(name)} · paint the area to repaint"))
+        self.painter, self.painter_index, self._painted_over = painter, index, data
+        self.painter_box.children = (widgets.HBox([title, close], layout=widgets.Layout(
+            justify_content="space-between", align_items="center", width="100%")), painter)
+        return painter
+
+    def close_painter(self) -> None:
+        old = list(self.painter_box.children)
+        self.painter, self.painter_index, self._painted_over = None, None, None
+        self.painter_box.children = ()
         close_tree(*old)
 
     # --------------------------------------------------------------------------------- uploads
@@ -337,8 +386,12 @@ class UploadSlots:
             note(target, f"The browser could not read the file: {change['new']}", error=True)
 
 
+def _is_painter(data: Any) -> bool:
+    return not isinstance(data, (bytes, bytearray, memoryview, str, os.PathLike)) and hasattr(data, "mask_png")
+
+
 def _thumb_card(data: bytes, tooltip: str, remove: Callable[[], Any], label: widgets.HTML | None, *,
-                dashed: bool = False) -> widgets.VBox:
+                dashed: bool = False, paint: Callable[[], Any] | None = None) -> widgets.VBox:
     preview, fmt = thumb(data, REF_THUMB_SIDE)
     img = widgets.Image(value=preview, format=fmt, layout=widgets.Layout(
         width="72px", height="72px", object_fit="contain",
@@ -347,7 +400,16 @@ def _thumb_card(data: bytes, tooltip: str, remove: Callable[[], Any], label: wid
                             layout=widgets.Layout(width="72px", height="24px", padding="0"))
     button.style.font_size = "11px"
     button.on_click(lambda _b: remove())
-    return widgets.VBox([img, *([label] if label else []), button], layout=widgets.Layout(width="74px"))
+    buttons = [button]                     # "Remove" stays the card's last child
+    if paint is not None:
+        painter = widgets.Button(description="Paint mask", icon="paint-brush",
+                                 tooltip="Paint the area to repaint over this image",
+                                 layout=widgets.Layout(width="72px", height="24px", padding="0"))
+        painter.style.font_size = "11px"
+        painter.add_class("shark-studio-paint-mask")
+        painter.on_click(lambda _b: paint())
+        buttons.insert(0, painter)
+    return widgets.VBox([img, *([label] if label else []), *buttons], layout=widgets.Layout(width="74px"))
 
 
 def _clear(upload: widgets.FileUpload) -> None:
