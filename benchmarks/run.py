@@ -41,6 +41,7 @@ BENCHMARKS = [
     ("8", "bench_memory", "Memory"),
     ("9", "bench_previews", "Pixels as they arrive"),
     ("10", "bench_history", "History of 10,000 calls"),
+    ("11", "bench_limits", "Hidden gateway limits and the poll schedule"),
 ]
 
 METHOD = """\

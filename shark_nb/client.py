@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NoReturn, 
 import httpx
 
 from . import config, pricing, retry
+from .limiter import Limiter, limiter_for
 from .errors import (
     APIConnectionError,
     APIError,
@@ -147,7 +148,13 @@ class AsyncShark:
         self._download_transport = download_transport
         self._http: httpx.AsyncClient | None = None
         self._downloads: httpx.AsyncClient | None = None
-        self._rate_gate = 0.0  # monotonic time before which no POST is sent (shared 429 back-off)
+        # Every generation POST passes the process-wide adaptive limiter of this gateway and key
+        # (an in-process simulator or a test transport is a gateway of its own).
+        scope = self.simulator if self.simulator is not None else transport
+        self.limiter: Limiter = limiter_for(self.base_url, self._key.reveal() if self._key else None, scope)
+        #: "adaptive" (the limiter) or "fixed" (the old shared back-off, kept for the benchmark's comparison)
+        self._rate_policy = "adaptive"
+        self._rate_gate = 0.0  # "fixed" only: monotonic time before which no POST is sent
         self._rng = random.Random()
         # Injectable for tests: every wait goes through these two.
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
@@ -327,8 +334,9 @@ class AsyncShark:
         """Run many prompts with bounded concurrency; results in input order.
 
         A failure is returned in its slot (usually a :class:`SharkError`) instead of losing the batch.
-        On 429 all workers pause together (shared back-off) and keep retrying, up to
-        ``config.BATCH_RATE_LIMIT_RETRIES`` times each.
+        ``concurrency`` is an upper bound: the gateway's adaptive limiter (``client.limiter``,
+        shared by every caller of this gateway and key) decides how many POSTs are in flight. A 429
+        is retried after its ``Retry-After``, up to ``config.BATCH_RATE_LIMIT_RETRIES`` times.
         """
         prompts = list(prompts)
         concurrency = _int_range("concurrency", concurrency, 1, 64)
@@ -461,9 +469,14 @@ class AsyncShark:
         client = self._api()
         content = json.dumps(json_body).encode() if json_body is not None else None
         attempt = 0
+        gated = method == "POST" and not idempotent  # a generation: it passes the limiter
+        served: int | None = None  # a shared pause this call already waited out as its own Retry-After
         while True:
-            if method == "POST" and not idempotent:
+            slot = None
+            if gated and self._rate_policy == "fixed":
                 await self._wait_rate_gate()
+            elif gated:
+                slot = await self.limiter.acquire(sleep=self._sleep, served_pause=served)
             headers = self._headers(tracing_id, reserved=reserved)
             if content is not None:
                 headers["Content-Type"] = "application/json"
@@ -475,6 +488,8 @@ class AsyncShark:
                 except asyncio.TimeoutError:
                     raise httpx.ReadTimeout(f"no complete answer within {limit:g} s") from None
             except httpx.RequestError as exc:  # transport errors, and an undecodable body (DecodingError)
+                if slot is not None:
+                    slot.release()  # no answer: says nothing about the gateway's limit
                 if flight is not None:
                     flight.in_flight = retry.may_have_been_charged(exc)  # those are never retried
                 if retry.should_retry_exception(exc, idempotent=idempotent, attempt=attempt,
@@ -483,6 +498,12 @@ class AsyncShark:
                     attempt += 1
                     continue
                 raise self._transport_error(exc, tracing_id, paid=not idempotent) from None
+            except BaseException:  # cancelled (or a bug): the slot goes back
+                if slot is not None:
+                    slot.release()
+                raise
+            if slot is not None:
+                served = _report(slot, response, body) or served
             if flight is not None and response.status_code >= 300:
                 flight.in_flight = False  # answered with an error: nothing was done (see retry.py)
             if 300 <= response.status_code < 400:
@@ -497,8 +518,8 @@ class AsyncShark:
             if retry.should_retry_status(response.status_code, attempt=attempt, max_retries=self.max_retries,
                                          rate_limit_retries=rate_limit_retries):
                 delay = retry.backoff_delay(attempt, retry_after, rng=self._rng)
-                if response.status_code == 429 and method == "POST" and not idempotent:
-                    # Every generation of this client waits behind the same gate.
+                if response.status_code == 429 and gated and self._rate_policy == "fixed":
+                    # The old policy: every generation of this client waits behind the same gate.
                     self._rate_gate = max(self._rate_gate, self._clock() + delay)
                 else:
                     await self._sleep(delay)
@@ -510,7 +531,7 @@ class AsyncShark:
     def _secrets(self) -> tuple[str, ...]:
         return (self._key.reveal(),) if self._key is not None else ()
 
-    async def _wait_rate_gate(self) -> None:
+    async def _wait_rate_gate(self) -> None:  # the "fixed" policy only
         # Loop: another caller's 429 may push the gate further while we sleep.
         while (delay := self._rate_gate - self._clock()) > 0:
             await self._sleep(delay + self._rng.random() * 0.05)
@@ -610,11 +631,16 @@ class AsyncShark:
         limit = _finite(task.timeout)  # the gateway's number, tolerating "300" or junk
         limit = limit if limit is not None and limit > 0 else call.request.task_timeout
         deadline = self._clock() + limit + config.TASK_DEADLINE_MARGIN
-        delay, failures, not_found = self.poll_interval, 0, 0
+        # The schedule: a first poll soon after the start, then spacing out geometrically to the
+        # steady ``poll_interval`` (0.5, 1, 2, 2 ... s after each other by default): a job done in
+        # 0.3 s is seen at 0.5 s, not 2 s, for at most two more polls on a long job.
+        step = min(config.POLL_FIRST, self.poll_interval)
+        delay, failures, not_found = step, 0, 0
         try:
             while True:
                 await self._sleep(delay)
-                delay = self.poll_interval
+                step = min(step * config.POLL_GROWTH, self.poll_interval)
+                delay = step
                 try:
                     response = await self._request("GET", task.polling_url, tracing_id=call.tracing_id, idempotent=True,
                                                     attempt_timeout=min(self.timeout, config.POLL_TIMEOUT))
@@ -964,6 +990,23 @@ async def _exchange(client: httpx.AsyncClient, method: str, url: str, content: b
     return response, await response.aread()
 
 
+def _report(slot: Any, response: httpx.Response, body: bytes) -> int | None:
+    """Tell the limiter how a generation POST was answered: 2xx success, 429 a drop (with its
+    Retry-After), 500/502/503/504 or ``provider_error`` an error (a burst of them cuts the limit);
+    anything else (a 4xx about the request itself, a redirect) just frees the slot. Returns the
+    shared pause this answer started, if any."""
+    status = response.status_code
+    if status < 300:
+        slot.success()
+    elif status == 429:
+        return slot.drop(retry.parse_retry_after(response.headers.get("retry-after")))
+    elif status in (500, 502, 503, 504) or b'"provider_error"' in body[:4096]:
+        slot.error()
+    else:
+        slot.release()
+    return None
+
+
 def _poll_error_is_final(exc: SharkError, not_found: int) -> bool:
     """A failed poll that polling again cannot cure: a redirect (not followed), 401/403 or another
     4xx, or a 404 on ``config.POLL_NOT_FOUND_LIMIT`` polls in a row. 5xx, 408, 429 and transport
@@ -1171,6 +1214,7 @@ class Shark:
     ledger = property(lambda self: self._async.ledger)
     base_url = property(lambda self: self._async.base_url)
     simulator = property(lambda self: self._async.simulator)
+    limiter = property(lambda self: self._async.limiter)
     api_key_set = property(lambda self: self._async.api_key_set)
 
     def build(self, prompt: Any, **params: Any) -> ImageRequest:

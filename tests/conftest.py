@@ -20,3 +20,13 @@ def _fresh_price_book():
     PRICE_BOOK.clear()
     yield
     PRICE_BOOK.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limiters():
+    """A limit learned (or a pause started) by one test's 429s must not slow another test."""
+    from shark_nb import limiter
+
+    limiter.reset_all()
+    yield
+    limiter.reset_all()

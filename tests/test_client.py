@@ -335,7 +335,7 @@ async def test_task_mode_polls_until_completed(ledger):
     assert seen[0].id == "task_1"
     assert result.task_id == "task_1" and result.credit == 99
     polls = [r for r in gw.requests if r.method == "GET"]
-    assert len(polls) == 3 and ft.sleeps == [2.0, 2.0, 2.0]
+    assert len(polls) == 3 and ft.sleeps == [0.5, 1.0, 2.0]  # the ramp to the poll interval
     assert {r.headers["x-tracing-id"] for r in gw.requests} == {result.tracing_id}
     assert ledger.records[0]["outcome"] == "ok" and ledger.records[0]["task_id"] == "task_1"
     assert ledger.calls == 1  # pending line merged into the final one

@@ -2,6 +2,7 @@
 
     python -m shark_nb.simulator --port 8765
     python -m shark_nb.simulator --port 8765 --latency 2 --rate-limit 5/60 --allow-anonymous
+    python -m shark_nb.simulator --latency 0.5 --max-in-flight 4 --retry-after-format fractional
 
 Serves every image model of the gateway (``GET /models`` lists them), each validated by its own
 schema from :mod:`shark_nb.schemas`. Prints one line with the API base URL
@@ -29,6 +30,16 @@ def _rate(text: str) -> tuple[int, float]:
         return value
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N/SECONDS such as 5/60, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+        if value < 1:
+            raise ValueError
+        return value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
 
 
 def _spelling(text: str) -> dict[str, str]:
@@ -60,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-pending", type=float, default=None, help="seconds a task stays 'pending'")
     p.add_argument("--rate-limit", type=_rate, default=None, metavar="N/SECONDS",
                    help="at most N generation POSTs per SECONDS (429 with Retry-After beyond)")
-    p.add_argument("--retry-after-format", choices=("seconds", "http-date"), default="seconds")
+    p.add_argument("--max-in-flight", type=_positive_int, default=None, metavar="K",
+                   help="at most K generations at work at once (429 with Retry-After beyond)")
+    p.add_argument("--retry-after-format", choices=("seconds", "fractional", "http-date"), default="seconds",
+                   help="Retry-After on 429: whole seconds rounded up (default), fractional seconds, or an HTTP date")
     p.add_argument("--allow-anonymous", action="store_true", help="accept requests without an API key")
     p.add_argument("--invalid-key", default="sk-invalid", help="the key answered with 401 (default sk-invalid)")
     p.add_argument("--balance", type=float, default=None, help="account balance in credits (default unlimited)")
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         api_base=args.api_base, files_base=args.files_base,
         latency=_env_latency() if args.latency is None else args.latency,
         download_latency=args.download_latency, url_ttl=args.url_ttl, task_pending=args.task_pending,
-        rate_limit=args.rate_limit, retry_after_format=args.retry_after_format,
+        rate_limit=args.rate_limit, max_in_flight=args.max_in_flight, retry_after_format=args.retry_after_format,
         allow_anonymous=args.allow_anonymous, invalid_key=args.invalid_key, balance=args.balance,
         omit_credit=args.omit_credit, omit_usage=args.omit_usage, response_format=args.response_format,
         task_result_shape=args.task_result_shape, status_spelling=args.status_spelling,

@@ -83,9 +83,17 @@ requests they apply to):
                     ``provider_error``; ``message``) when it would have completed; a sync post
                     answers 502 ``provider_error`` instead.
 
-``sim.rate_limit = (max_posts, per_seconds)`` limits generation POSTs in a sliding window:
-429 ``rate_limit_error`` with ``Retry-After`` in seconds, or an HTTP date with
-``config.retry_after_format="http-date"``.
+Hidden limits (the client is not told them; it has to find them):
+
+* ``sim.rate_limit = (max_posts, per_seconds)``: generation POSTs in a sliding window;
+* ``sim.max_in_flight = K``: at most K generations at work at once (a POST is at work until its
+  answer is due: ``latency`` seconds after it was accepted; a task until it is due to finish);
+* ``sim.schedule_limits(after_posts, rate_limit=..., max_in_flight=...)``: change either limit
+  once that many POSTs have been accepted (``sim.limit_schedule`` lists the pending changes).
+
+Beyond a limit: 429 ``rate_limit_error`` with ``Retry-After`` — the time until a POST would be
+accepted, in whole seconds rounded up (``retry_after_format="seconds"``, the default), as a
+fraction (``"fractional"``, e.g. ``0.274``) or as an HTTP date (``"http-date"``).
 
 Images are drawn by :mod:`.render` lazily, at download time (or at answer time for base64
 answers), and cached by seed in a bounded LRU. Signed URLs live ``url_ttl`` seconds from when
@@ -200,6 +208,9 @@ def _env_latency() -> float:
     return value if math.isfinite(value) and value >= 0 else 0.05
 
 
+RETRY_AFTER_FORMATS = ("seconds", "fractional", "http-date")
+
+
 @dataclass
 class SimulatorConfig:
     """How the simulator behaves. Every field has an offline-friendly default."""
@@ -252,7 +263,9 @@ class SimulatorConfig:
     #: ``(max_posts, per_seconds)`` for generation POSTs, or None. Also settable as
     #: ``sim.rate_limit`` at any time.
     rate_limit: tuple[int, float] | None = None
-    #: ``"seconds"`` or ``"http-date"`` for Retry-After on rate-limit answers.
+    #: At most this many generations at work at once (429 beyond), or None. Also ``sim.max_in_flight``.
+    max_in_flight: int | None = None
+    #: ``"seconds"`` (whole, rounded up), ``"fractional"`` or ``"http-date"`` for Retry-After.
     retry_after_format: str = "seconds"
     #: Refuse (400) downloads that carry an Authorization or x-api-key header.
     reject_download_auth: bool = True
@@ -274,8 +287,11 @@ class SimulatorConfig:
             raise ValueError("cancel_running must be 'allow' or 'refuse'")
         if self.task_urls not in ("absolute", "relative"):
             raise ValueError("task_urls must be 'absolute' or 'relative'")
-        if self.retry_after_format not in ("seconds", "http-date"):
-            raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
+        if self.retry_after_format not in RETRY_AFTER_FORMATS:
+            raise ValueError("retry_after_format must be 'seconds', 'fractional' or 'http-date'")
+        if self.max_in_flight is not None and (isinstance(self.max_in_flight, bool)
+                                               or not isinstance(self.max_in_flight, int) or self.max_in_flight < 1):
+            raise ValueError("max_in_flight must be None or a whole number >= 1")
         bad = set(self.status_spelling) - set(TASK_STATUSES)
         if bad:
             raise ValueError(f"status_spelling keys must be task statuses, not {sorted(bad)}")
@@ -506,6 +522,11 @@ class Simulator:
         self._lock = threading.RLock()
         self._epoch = time.time() - self.config.clock()
         self.rate_limit: tuple[int, float] | None = self.config.rate_limit
+        self.max_in_flight: int | None = self.config.max_in_flight
+        #: ``[(after_posts, {"rate_limit": ..., "max_in_flight": ...}), ...]``: pending limit changes
+        self.limit_schedule: list[tuple[int, dict[str, Any]]] = []
+        self.accepted_posts = 0  # generation POSTs that passed the limits
+        self._at_work: list[float] = []  # when each accepted generation's answer is due
         self.balance: float | None = self.config.balance
         self.cache = RenderCache(self.config.cache_max_bytes)
         self.auth_leaks = 0
@@ -587,6 +608,16 @@ class Simulator:
             self._requests.clear()
             self.log.clear()
             self.auth_leaks = 0
+
+    def schedule_limits(self, after_posts: int, **limits: Any) -> None:
+        """Change ``rate_limit`` and/or ``max_in_flight`` once ``after_posts`` generation POSTs
+        (counted from the simulator's start, ``sim.accepted_posts``) have been accepted."""
+        unknown = set(limits) - {"rate_limit", "max_in_flight"}
+        if unknown:
+            raise ValueError(f"schedule_limits takes rate_limit and max_in_flight, not {sorted(unknown)}")
+        with self._lock:
+            self.limit_schedule.append((int(after_posts), dict(limits)))
+            self.limit_schedule.sort(key=lambda change: change[0])
 
     def inject(self, route: str, kind: str, count: int = 1, **options: Any) -> Fault:
         """Queue a fault for the next ``count`` matching requests on ``route``."""
@@ -745,6 +776,8 @@ class Simulator:
     def _retry_after_value(self, seconds: Any) -> str:
         if isinstance(seconds, str):
             return seconds
+        if self.config.retry_after_format == "fractional":
+            return f"{max(0.001, float(seconds)):.3f}"
         secs = max(1, math.ceil(float(seconds)))
         if self.config.retry_after_format == "http-date":
             return formatdate(self.now_unix() + secs, usegmt=True)
@@ -992,7 +1025,16 @@ class Simulator:
         raise _bad(f"{name} must be a data: URL or an http(s) URL", name, "invalid_image_url")
 
     def _post(self, h: dict[str, str], body: bytes, tracing: str, entry: dict[str, Any]) -> SimResponse:
-        self._check_rate_limit()
+        due = self._check_rate_limit()
+        try:
+            return self._post_accepted(h, body, tracing, entry)
+        except _APIError:
+            with self._lock:  # refused (400, 402 ...): it is not at work
+                if due in self._at_work:
+                    self._at_work.remove(due)
+            raise
+
+    def _post_accepted(self, h: dict[str, str], body: bytes, tracing: str, entry: dict[str, Any]) -> SimResponse:
         payload = self._parse_json(h, body)
         entry["json"] = {k: _elide(v) for k, v in payload.items()}
         req = self._validate(payload)
@@ -1040,22 +1082,36 @@ class Simulator:
             out["credit"] = credit
         return self._json(200, out, delay=max(0.0, self.config.latency - spent))
 
-    def _check_rate_limit(self) -> None:
-        limit = self.rate_limit
+    def _check_rate_limit(self) -> float:
+        """Apply the hidden limits to a generation POST; returns when its answer is due (it is at
+        work until then). 429 with Retry-After beyond a limit."""
         with self._lock:
+            while self.limit_schedule and self.accepted_posts >= self.limit_schedule[0][0]:
+                for name, value in self.limit_schedule.pop(0)[1].items():
+                    setattr(self, name, value)
+            limit, most = self.rate_limit, self.max_in_flight
             now = self.now()
+            self._at_work = [t for t in self._at_work if t > now]
+            if most and len(self._at_work) >= most:
+                raise _APIError(429, f"too many requests at once: at most {most} in flight",
+                                "rate_limit_error", "concurrency_limit_exceeded",
+                                headers={"Retry-After": self._retry_after_value(min(self._at_work) - now)})
             if not limit:
                 self._post_times.clear()
-                return
-            max_posts, per = int(limit[0]), float(limit[1])
-            while self._post_times and self._post_times[0] <= now - per:
-                self._post_times.popleft()
-            if len(self._post_times) >= max_posts:
-                wait = per - (now - self._post_times[0]) if self._post_times else per
-                raise _APIError(429, f"rate limit reached: at most {max_posts} requests per {per:g} s",
-                                "rate_limit_error", "rate_limit_exceeded",
-                                headers={"Retry-After": self._retry_after_value(wait)})
-            self._post_times.append(now)
+            else:
+                max_posts, per = int(limit[0]), float(limit[1])
+                while self._post_times and self._post_times[0] <= now - per:
+                    self._post_times.popleft()
+                if len(self._post_times) >= max_posts:
+                    wait = per - (now - self._post_times[0]) if self._post_times else per
+                    raise _APIError(429, f"rate limit reached: at most {max_posts} requests per {per:g} s",
+                                    "rate_limit_error", "rate_limit_exceeded",
+                                    headers={"Retry-After": self._retry_after_value(wait)})
+                self._post_times.append(now)
+            self.accepted_posts += 1
+            due = now + self.config.latency
+            self._at_work.append(due)
+            return due
 
     def _register_image(self, req: _Request, index: int) -> tuple[str, RenderSpec]:
         quality = str(req.settings.get("quality", "auto"))
