@@ -350,3 +350,50 @@ class JupyterLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# --- what every browser test does first ---------------------------------------------------------------
+
+#: Milliseconds. Generous: a cold JupyterLab + kernel on a busy CI box can be slow.
+LOAD_TIMEOUT = 60_000
+
+
+@contextlib.contextmanager
+def lab_with_notebook(tmp_path: Path, name: str, *cells: str, env: dict[str, str] | None = None) -> Iterator["JupyterLab"]:
+    """JupyterLab serving a folder that holds one notebook ``name`` with ``cells``, with its own
+    ``SHARK_NB_HOME``; stopped (with its kernels) afterwards, and nothing it started left behind."""
+    require_browser()
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    write_notebook(root / name, *cells)
+    server = JupyterLab(root, tmp_path / "lab", env={"SHARK_NB_HOME": str(tmp_path / "shark_home"), **(env or {})})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert not server.leftover_processes(), f"processes left behind: {server.leftover_processes()}"
+
+
+def open_notebook(page: Any, lab: "JupyterLab", name: str) -> Any:
+    """Open ``name`` in ``page``, wait until its kernel is connected and idle, and fold the left
+    sidebar (room for wide widgets). Returns the first cell's locator, ready to run."""
+    from playwright.sync_api import expect
+
+    page.goto(lab.url(f"lab/tree/{name}"), timeout=LOAD_TIMEOUT)
+    cell = page.locator(".jp-Notebook .jp-Cell").first
+    expect(cell).to_be_visible(timeout=LOAD_TIMEOUT)
+    lab.wait_for_connected_kernel(timeout=LOAD_TIMEOUT / 1000)
+    expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute(
+        "data-status", "idle", timeout=LOAD_TIMEOUT)
+    left_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if left_tab.count():
+        left_tab.first.click()
+        expect(page.locator("#jp-left-stack")).to_be_hidden()
+    return cell
+
+
+def run_cell(page: Any, cell: Any) -> None:
+    """Run a cell as a user would: click into its editor, Shift+Enter."""
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")

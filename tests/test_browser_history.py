@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from browser_harness import JupyterLab, chromium, require_browser, write_notebook
+from browser_harness import LOAD_TIMEOUT, chromium, lab_with_notebook, open_notebook, run_cell
 from test_browser_studio import MAX_SCREENSHOT_BYTES, _save_screenshot
 
 FOX = "a red fox under a blue light"
 OWL = "an owl on a birch branch, ukiyo-e"
 GEMINI = "google/gemini-3.1-flash-image-preview"
-LOAD_TIMEOUT = 60_000
 SCREENSHOT_ENV = os.environ.get("SHARK_NB_SCREENSHOT_HISTORY")
 
 CELL = f"""import shark_nb
@@ -34,18 +33,8 @@ shark_nb.history()"""
 
 @pytest.fixture
 def lab(tmp_path):
-    require_browser()
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    write_notebook(root / "history.ipynb", CELL)
-    server = JupyterLab(root, tmp_path / "lab", env={"SHARK_NB_HOME": str(tmp_path / "shark_home"),
-                                                     "SHARK_SIM_LATENCY": "0.05"})
-    server.start()
-    try:
+    with lab_with_notebook(tmp_path, "history.ipynb", CELL, env={"SHARK_SIM_LATENCY": "0.05"}) as server:
         yield server
-    finally:
-        server.stop()
-        assert not server.leftover_processes(), f"processes left behind: {server.leftover_processes()}"
 
 
 def test_history_opens_searches_and_restores_in_jupyterlab(lab, tmp_path):
@@ -55,17 +44,8 @@ def test_history_opens_searches_and_restores_in_jupyterlab(lab, tmp_path):
     with chromium(viewport=(1280, 1400)) as (_browser, page):
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         try:
-            page.goto(lab.url("lab/tree/history.ipynb"), timeout=LOAD_TIMEOUT)
-            cell = page.locator(".jp-Notebook .jp-Cell").first
-            expect(cell).to_be_visible(timeout=LOAD_TIMEOUT)
-            lab.wait_for_connected_kernel(timeout=LOAD_TIMEOUT / 1000)
-            expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute(
-                "data-status", "idle", timeout=LOAD_TIMEOUT)
-            left_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-            if left_tab.count():
-                left_tab.first.click()
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
+            cell = open_notebook(page, lab, "history.ipynb")
+            run_cell(page, cell)
 
             history = page.locator(".shark-history")
             error = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"], '

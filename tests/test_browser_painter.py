@@ -26,14 +26,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_harness import JupyterLab, chromium, require_browser, write_notebook
+from browser_harness import LOAD_TIMEOUT, JupyterLab, chromium, lab_with_notebook, open_notebook, run_cell
 from test_browser_studio import MAX_SCREENSHOT_BYTES
 from test_browser_studio import _save_screenshot as save_screenshot
 
 SIDE = int(os.environ.get("SHARK_NB_PAINTER_SIDE", "2048"))   # 4096 to measure a big image by hand
 BRUSH = 96                      # image pixels
 SCREENSHOT_ENV = os.environ.get("SHARK_NB_SCREENSHOT_PAINTER")
-LOAD_TIMEOUT = 60_000
 #: Image pixels of tolerance around the stroke's rim (a CSS pixel is ~2.5 image pixels here,
 #: and the brush's edge is anti-aliased).
 RIM = 6
@@ -63,17 +62,8 @@ painter
 
 @pytest.fixture
 def lab(tmp_path):
-    require_browser()
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    write_notebook(root / "painter.ipynb", CELL)
-    server = JupyterLab(root, tmp_path / "lab", env={"SHARK_NB_HOME": str(tmp_path / "shark_home")})
-    server.start()
-    try:
+    with lab_with_notebook(tmp_path, "painter.ipynb", CELL) as server:
         yield server
-    finally:
-        server.stop()
-        assert not server.leftover_processes(), f"processes left behind: {server.leftover_processes()}"
 
 
 class Kernel:
@@ -137,16 +127,8 @@ def test_paint_a_mask_with_the_mouse_in_jupyterlab(lab, tmp_path):
         page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: frames.append(time.time())))
         kernel = None
         try:
-            page.goto(lab.url("lab/tree/painter.ipynb"), timeout=LOAD_TIMEOUT)
-            cell = page.locator(".jp-Notebook .jp-Cell").first
-            expect(cell).to_be_visible(timeout=LOAD_TIMEOUT)
-            lab.wait_for_connected_kernel(timeout=LOAD_TIMEOUT / 1000)
-            left_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-            if left_tab.count():
-                left_tab.first.click()
-                expect(page.locator("#jp-left-stack")).to_be_hidden()
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
+            cell = open_notebook(page, lab, "painter.ipynb")
+            run_cell(page, cell)
             root = page.locator(".shark-painter")
             error = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"], '
                                  '.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')

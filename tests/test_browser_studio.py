@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_harness import JupyterLab, chromium, require_browser, write_notebook
+from browser_harness import LOAD_TIMEOUT, chromium, lab_with_notebook, open_notebook, run_cell
 
 PROMPT = "a lighthouse on a cliff at dusk, watercolour"
 SIZE = "1536x1024"
@@ -35,28 +35,15 @@ GEMINI = "google/gemini-3.1-flash-image-preview"
 GEMINI_PROMPT = "a lighthouse on a cliff at dusk, ukiyo-e woodblock print"
 MAX_SCREENSHOT_BYTES = 500_000
 
-#: Milliseconds. Generous: a cold JupyterLab + kernel on a busy CI box can be slow.
-LOAD_TIMEOUT = 60_000
 GENERATE_TIMEOUT = 60_000
 
 
 @pytest.fixture
 def lab(tmp_path):
     """JupyterLab serving a folder that holds studio.ipynb; stopped (with its kernels) afterwards."""
-    require_browser()
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    write_notebook(root / "studio.ipynb", "import shark_nb; s = shark_nb.studio(); s")
-    server = JupyterLab(root, tmp_path / "lab", env={
-        "SHARK_NB_HOME": str(tmp_path / "shark_home"),
-        "SHARK_SIM_LATENCY": "1",
-    })
-    server.start()
-    try:
+    with lab_with_notebook(tmp_path, "studio.ipynb", "import shark_nb; s = shark_nb.studio(); s",
+                           env={"SHARK_SIM_LATENCY": "1"}) as server:
         yield server
-    finally:
-        server.stop()
-        assert not server.leftover_processes(), f"processes left behind: {server.leftover_processes()}"
 
 
 def _save_screenshot(png: bytes, target: Path) -> int:
@@ -102,23 +89,11 @@ def test_studio_generates_in_jupyterlab(lab, tmp_path):
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         try:
             # --- open the notebook and wait for its kernel
-            page.goto(lab.url("lab/tree/studio.ipynb"), timeout=LOAD_TIMEOUT)
-            cell = page.locator(".jp-Notebook .jp-Cell").first
-            expect(cell).to_be_visible(timeout=LOAD_TIMEOUT)
-            lab.wait_for_connected_kernel(timeout=LOAD_TIMEOUT / 1000)
-            expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute(
-                "data-status", "idle", timeout=LOAD_TIMEOUT)
+            cell = open_notebook(page, lab, "studio.ipynb")
             mark("open notebook + kernel connected")
 
-            # Room for the studio: fold the left sidebar (the file browser) if it is open.
-            left_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-            if left_tab.count():
-                left_tab.first.click()
-                expect(page.locator("#jp-left-stack")).to_be_hidden()
-
             # --- run the cell (Shift+Enter in its editor, as a user would)
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
+            run_cell(page, cell)
             expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[(\*|\d+)\]"), timeout=15_000)
             studio = page.locator(".shark-studio")
             error = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
