@@ -67,14 +67,23 @@ def thumbnail_path(call_id: str, index: int, home: str | os.PathLike | None = No
 
 
 def _small_webp(data: bytes) -> bytes:
-    """A WebP of at most HISTORY_THUMB_MAX_BYTES: 256 px at quality 70, smaller if it must be."""
+    """A WebP of at most HISTORY_THUMB_MAX_BYTES: 256 px at quality 70, smaller if it must be.
+    The image is decoded once (the costly part, ~0.1 s for a 2048² PNG); each smaller try starts
+    from the 256 px copy."""
+    from PIL import Image
+
     from . import images
 
     limit = config.HISTORY_THUMB_MAX_BYTES
     side = config.HISTORY_THUMB_SIDE
+    small = images._preview_image(data, side)
     out = b""
     for side_, quality in ((side, 70), (side, 45), (side * 3 // 4, 35), (side // 2, 30)):
-        out = images.make_preview(data, max_side=side_, format="webp", quality=quality)
+        im = small
+        if max(small.size) > side_:
+            im = small.copy()
+            im.thumbnail((side_, side_), Image.Resampling.LANCZOS)
+        out = images._encode_preview(im, "WEBP", quality)
         if len(out) <= limit:
             return out
     raise ValueError(f"no thumbnail under {text.bytes_(limit)} (smallest {text.bytes_(len(out))})")
