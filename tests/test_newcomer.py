@@ -220,7 +220,36 @@ def test_a_client_never_closed_says_nothing_at_exit(tmp_path, label, dev):
                           env=_env(tmp_path, SHARK_OFFLINE="1"))
     assert proc.returncode == 0, proc.stderr
     noise = [line for line in proc.stderr.splitlines() if "offline simulator" not in line]
+    if dev:
+        # -X dev turns on asyncio's debug mode, which reports any callback slower than 0.1 s: on a
+        # loaded 2-core machine the simulator's image rendering trips it. That report is a timing
+        # note from the debugger, not something shark_nb says at exit; everything else still counts.
+        noise = _without_slow_callback_reports(noise)
     assert noise == [], "\n".join(noise)
+
+
+def _without_slow_callback_reports(lines: list[str]) -> list[str]:
+    """Drop asyncio debug mode's "Executing <Task ...> took 0.102 seconds" reports (one line each,
+    possibly wrapped) and nothing else."""
+    out, skipping = [], False
+    for line in lines:
+        if line.startswith("Executing <"):
+            skipping = not re.search(r"took \d+\.\d+ seconds$", line)
+            continue
+        if skipping:
+            skipping = not re.search(r"took \d+\.\d+ seconds$", line)
+            continue
+        out.append(line)
+    return out
+
+
+def test_slow_callback_reports_are_the_only_lines_dropped():
+    lines = ["Executing <Task finished name='Task-1' coro=<x()> result=1> took 0.102 seconds",
+             "Executing <Task pending name='Task-4' coro=<y()>",
+             "  wait_for=<Future pending> took 0.108 seconds",
+             "Exception ignored in: <function Shark.__del__ at 0x7f>",
+             "TypeError: 'NoneType' object is not callable"]
+    assert _without_slow_callback_reports(lines) == lines[3:]
 
 
 def test_del_is_safe_when_module_globals_are_gone(monkeypatch):
