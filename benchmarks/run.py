@@ -102,7 +102,7 @@ the same run); the other figures below are from the runs that motivated each cha
    every small JSON answer waited for the client's delayed ACK: a POST round trip at 0 s server time
    took ~44 ms instead of ~1 ms, and it hit raw httpx, the SDK and shark_nb unevenly (raw httpx at 0 s:
    51 ms before, 6 ms after). Production servers set TCP_NODELAY; the simulator now does too. Row 1z.
-2. **Downloads fill one buffer of the announced size** (`shark_nb/client.py`, `AsyncShark._fetch`). A
+2. **Downloads fill one buffer of the announced size** (`shark_nb/client/downloads.py`, `AsyncShark._fetch`). A
    200 with a `Content-Length` (up to 256 MB, no content encoding) is streamed into a preallocated
    `bytearray` instead of httpx's list of chunks joined at the end, which held each image twice while
    it downloaded (and the freed chunks stayed in the heap). Peak RSS of generating 4 × 2048x2048 PNGs:

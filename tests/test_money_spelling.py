@@ -108,7 +108,8 @@ def test_every_environment_name_is_defined_once_in_config():
     assert defined == set(ENV_NAMES)
 
 
-@pytest.mark.parametrize("name", ["display.py", "ledger.py", "results.py", "__main__.py", "client.py",
+@pytest.mark.parametrize("name", ["display.py", "ledger.py", "results.py", "__main__.py",
+                                  *sorted(f"client/{p.name}" for p in (PACKAGE / "client").glob("*.py")),
                                   "session.py", "request.py", "compare.py"])
 def test_no_other_module_spells_an_environment_name_or_the_save_folder(name):
     source = (PACKAGE / name).read_text("utf-8")
