@@ -386,7 +386,12 @@ class Limiter:
                 c.on_success(max(slot.sent_with, c.allowed if self._waiters else 0))  # callers waited: the limit binds
             elif kind == "drop":
                 s.rate_limited += 1
-                s.backoffs += c.on_drop(slot.epoch, slot.spacing)
+                spacing = slot.spacing
+                if spacing is not None and retry_after and retry_after > 0:
+                    # a start after a long idle says little about the rate; Retry-After bounds it (x2:
+                    # in a sliding window it is the time until one slot frees, often below the spacing)
+                    spacing = min(spacing, 2 * retry_after)
+                s.backoffs += c.on_drop(slot.epoch, spacing)
                 if retry_after and retry_after > 0 and (c.allowed <= c.min_limit
                                                         or retry_after >= config.LIMITER_SHARED_PAUSE):
                     until = self._clock() + retry_after

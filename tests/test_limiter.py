@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from shark_nb import AsyncShark, Shark, config
+from shark_nb import AsyncShark, Shark, config, text
 from shark_nb.limiter import AIMDController, Limiter, key_fingerprint, limiter_for
 from shark_nb.simulator import ManualClock, Simulator
 from shark_nb.schemas import DEFAULT_MODEL
@@ -138,18 +138,25 @@ def test_while_pacing_the_limit_does_not_grow_and_grows_again_once_pacing_is_off
     assert c.allowed >= 2
 
 
-def test_a_429_at_the_minimum_learns_a_gap_from_the_refused_spacing_and_shows_it():
+@pytest.mark.parametrize("spacing, retry_after, gap", [
+    (0.2, 0.9, 0.3),     # the refused spacing, x 1.5
+    (0.2, None, 0.3),    # no Retry-After: the spacing alone
+    (0.2, 0.0, 0.3),     # a Retry-After of 0 (a date in the past) is no bound
+    (600.0, 1.0, 3.0),   # after a long idle the spacing says little: 2 x Retry-After bounds it
+    (0.2, 0.05, 0.15),
+])
+def test_a_429_at_the_minimum_learns_a_gap_from_the_refused_spacing_and_shows_it(spacing, retry_after, gap):
     clock = [100.0]
     lim = Limiter(controller=_paced(), clock=lambda: clock[0])
 
     async def go():
         (await lim.acquire()).release()  # (a success would grow the limit to 2)
-        clock[0] += 0.2
-        (await lim.acquire()).drop(retry_after=0.05)
+        clock[0] += spacing
+        (await lim.acquire()).drop(retry_after=retry_after)
 
     asyncio.run(go())
-    assert lim.gap == pytest.approx(0.3) and lim.stats.gap == pytest.approx(0.3)
-    assert lim.stats.max_gap_seen == pytest.approx(0.3) and "gap 0.3 s" in repr(lim)
+    assert lim.gap == pytest.approx(gap) and lim.stats.gap == pytest.approx(gap)
+    assert lim.stats.max_gap_seen == pytest.approx(gap) and f"gap {text.duration(lim.gap)}," in repr(lim)
 
 
 def test_pacing_spaces_post_starts_across_threads_on_their_own_loops():
