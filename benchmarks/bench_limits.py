@@ -12,6 +12,10 @@ gateways do). Every run starts from a fresh limiter (what a new session knows: n
 same runs with the old policy (``client._rate_policy = "fixed"``: no limit on concurrency, a
 shared pause on every 429) are the comparison. Ideal schedules (lower bounds, see each row):
 (a) ``(ceil(M/N) − 1)·S + L``; (b) ``ceil(M/K)·L``; (c) ``ceil(M1/K1)·L + ceil(M2/K2)·L``.
+
+11e: a window below one caller back to back (32 calls of 0.2 s at 4 POSTs per sliding second; one
+call in flight would make 5 a second): the adaptive limiter with pacing (a learned gap between POST
+starts) against the same limiter without it (``controller.pace_max = 0``: what it did before).
 """
 
 from __future__ import annotations
@@ -114,8 +118,66 @@ def run(quick: bool) -> list[Row]:
                 "; ".join(why) + (f" — {LIMITS_WHY[bid]}" if why else ""),
                 [f"ideal {ideal:.2f} s; limiter range per run "
                  + ", ".join(f"{s['min']}–{s['max']} (end {s['end']})" for s in seen)]))
+    rows.append(pacing_row(quick))
     rows.append(poll_row())
     return rows
+
+
+# --- 11e: pacing when even one call in flight is too fast -------------------------------------------
+
+def pacing_row(quick: bool) -> Row:
+    m, latency, rate = (8, 0.05, (4, 0.5)) if quick else (32, 0.2, (4, 1.0))
+    fmt = "fractional" if quick else "seconds"  # quick: no whole-second pauses (the smoke test's time)
+    reps = 1 if quick else 2
+    ideal = (math.ceil(m / rate[0]) - 1) * rate[1] + latency
+    prompts = [f"pacing prompt {i}: a harbour" for i in range(m)]
+    t = {p: Sample() for p in ("pacing", "before")}
+    refused: dict[str, list[int]] = {p: [] for p in t}
+    fails = {p: 0 for p in t}
+    gaps: list[float] = []
+    with sim_server(latency=latency, retry_after_format=fmt) as server, shark_client(server) as shark:
+        shark.generate_many(prompts, concurrency=16, **PARAMS)  # untimed: warm the render cache
+        pace_max = shark.limiter.controller.pace_max
+        for rep in range(reps):
+            for variant in (("pacing", "before") if rep % 2 == 0 else ("before", "pacing")):
+                shark.limiter.controller.pace_max = pace_max if variant == "pacing" else 0.0  # 0: never paces
+                try:
+                    dt, r, f, _ = _run_once(server, shark, prompts, {"rate_limit": rate}, "adaptive")
+                finally:
+                    shark.limiter.controller.pace_max = pace_max
+                t[variant].add(dt)
+                refused[variant].append(r)
+                fails[variant] += f
+                if variant == "pacing":
+                    gaps.append(shark.limiter.stats.max_gap_seen)
+    ratio = {p: t[p].median / ideal for p in t}
+    pct = {p: 100 * max(refused[p]) / m for p in t}
+    fewer = max(refused["pacing"]) <= 2 / 3 * max(refused["before"])
+    ok = fewer and t["pacing"].median <= t["before"].median and fails["pacing"] == 0
+    why = []
+    if not fewer:
+        why.append(f"429s {max(refused['pacing'])} vs {max(refused['before'])} without pacing (goal ≤ 2/3)")
+    if t["pacing"].median > t["before"].median:
+        why.append(f"slower than without pacing ({ratio['pacing']:.2f}x vs {ratio['before']:.2f}x the ideal)")
+    if fails["pacing"]:
+        why.append(f"{fails['pacing']} failures")
+    fig = lambda p: (f"{t[p].s()} = {ratio[p]:.2f}x ideal; 429s {min(refused[p])}–{max(refused[p])} "
+                     f"({pct[p]:.0f} %); {fails[p]} failures")
+    return Row(
+        "11e", f"{m} calls of {latency:g} s at concurrency 16, hidden limit {rate[0]} POSTs per {rate[1]:g} s "
+               "(below one call in flight back to back) — limiter with pacing vs without (before): "
+               "time vs ideal, 429s, failures",
+        fig("pacing"), "without pacing " + fig("before"),
+        f"{max(refused['before']) - max(refused['pacing'])} fewer 429s, "
+        f"{t['before'].median / t['pacing'].median:.2f}x the speed",
+        "429s ≤ 2/3 of without pacing, not slower, 0 failures", ok,
+        "; ".join(why) + (" — most 429s come before the limit reaches 1 (the second wave, sent at 4–5 in "
+                          "flight, and the calls sent right after the first cut); pacing adds 1–2" if why else ""),
+        [f"ideal {ideal:.2f} s (bursts of {rate[0]} per window; steady {rate[0]}/{rate[1]:g} s: "
+         f"{(m - 1) * rate[1] / rate[0] + latency:.2f} s); largest gap learned per run "
+         + ", ".join(f"{g:.3f} s" for g in gaps) + ("; Retry-After fractional (quick)" if quick else
+                                                   "; Retry-After in whole seconds: each 429 at one call in "
+                                                   "flight pauses every caller ~1 s, which is most of the distance to the ideal")])
 
 
 # --- 11d: the task-mode poll schedule -----------------------------------------------------------------

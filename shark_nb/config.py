@@ -47,6 +47,13 @@ LIMITER_PROBE_AFTER = 8            # windows of success held just below the last
 LIMITER_ERROR_BURST = 3            # this many 502/503/504/provider_error answers ...
 LIMITER_ERROR_WINDOW = 10.0        # ... within this many seconds cut the limit like a 429
 LIMITER_SHARED_PAUSE = 5.0         # a Retry-After this long (or one at the minimum limit) pauses every caller
+# Pacing: 429s at the minimum limit (1 in flight) mean the gateway's rate is below one caller's
+# back-to-back rate; then POST starts are spaced by a learned gap (AIMD on the rate).
+LIMITER_PACE_INCREASE = 1.5       # on such a 429: gap = (the refused spacing) x this
+LIMITER_PACE_MARGIN = 1.2         # the gap holds at (the refused spacing) x this ...
+LIMITER_PACE_DECREASE = 0.9       # ... and otherwise shrinks by this factor per success
+LIMITER_PACE_OFF = 0.01           # a gap below this many seconds is dropped: pacing off, the limit may grow
+LIMITER_PACE_MAX = 30.0           # never more than this many seconds between POST starts
 OFFLINE_BASE_URL = "http://api.shark-sim.invalid/api/v1"
 DEFAULT_SAVE_FOLDER = "shark-images"   # full-resolution files, relative to the working directory
 DEFAULT_HOME = "~/.shark_nb"           # the ledger and rescued images (SHARK_NB_HOME)

@@ -12,12 +12,20 @@ The gateway publishes no limit, so the client finds it. Two parts:
   the level where the last loss happened and holds just below it, probing one step higher only
   after a run of successes there (the run doubles after each failed probe): a gateway with a
   fixed limit sees a handful of probes, not a sawtooth.
+  The same idea on the *rate* (pacing): a 429 for a call sent at the minimum limit (one in flight)
+  means even one caller back to back is too fast, so POST starts get a minimum ``gap``: the refused
+  spacing × 1.5, ×1.5 again on each further such 429; while calls succeed it shrinks (×0.9 per
+  success) down to the refused spacing × 1.2, holds there ``probe_after`` successes (doubling after
+  each failed probe), then shrinks on; below 10 ms pacing is dropped and the limit may grow again.
 * :class:`Limiter` — the thread-safe, loop-agnostic gate: a counter under a ``threading.Lock``;
   a caller that must wait parks an ``asyncio`` future of *its own* loop, woken with
   ``call_soon_threadsafe`` when a slot frees. A cancelled or failing caller gives its slot (and a
   wake-up it did not use) back. ``Retry-After`` is honoured by the refused call itself; it also
   becomes a pause shared by every caller when backing off cannot help (the limit is at its
-  minimum) or the pause is long (``config.LIMITER_SHARED_PAUSE``).
+  minimum) or the pause is long (``config.LIMITER_SHARED_PAUSE``). While pacing, a caller that
+  got a slot is handed a start time under the lock (the last start, or the last handed-out time,
+  plus the gap) and sleeps on its own loop until then; a cancelled sleeper's time is given back
+  (the later sleepers move up and are woken early).
 
 ``limiter_for(base_url, key, scope)`` returns the process-wide limiter for a gateway and key; the
 key is kept only as a short hash, never in any repr.
@@ -35,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from . import config
+from . import config, text
 
 __all__ = ["AIMDController", "Limiter", "Slot", "limiter_for"]
 
@@ -56,6 +64,15 @@ class AIMDController:
     hold: int = 0                #: windows to hold before the next probe (doubles on a failed probe)
     epoch: int = 0               #: bumped by every cut; a slot remembers the epoch it was sent in
     errors: deque = field(default_factory=deque)
+    pace_increase: float = config.LIMITER_PACE_INCREASE
+    pace_margin: float = config.LIMITER_PACE_MARGIN
+    pace_decrease: float = config.LIMITER_PACE_DECREASE
+    pace_off: float = config.LIMITER_PACE_OFF
+    pace_max: float = config.LIMITER_PACE_MAX
+    gap: float = 0.0             #: minimum seconds between POST starts (0: not pacing)
+    gap_floor: float | None = None  #: the gap holds here (refused spacing × margin) before probing lower
+    gap_held: int = 0            #: successes held at the floor
+    gap_hold: int = 0            #: successes to hold before the next probe (doubles on a failed probe)
 
     @property
     def allowed(self) -> int:
@@ -64,6 +81,9 @@ class AIMDController:
     def on_success(self, sent_with: int) -> None:
         """A call answered. ``sent_with``: calls in flight when it was sent (itself included);
         the limit only grows when it was what held callers back."""
+        if self.gap > 0:               # pacing: the rate grows first; the limit only once it is off
+            self._pace_success()
+            return
         if sent_with < self.allowed:
             return
         step = 1.0 / self.allowed
@@ -80,11 +100,15 @@ class AIMDController:
             return
         self.limit = min(self.limit + step, float(self.max_limit))  # additive: +1 per window
 
-    def on_drop(self, sent_epoch: int) -> bool:
-        """A 429. Returns True when it cut the limit (the first loss of a congestion event)."""
+    def on_drop(self, sent_epoch: int, spacing: float | None = None) -> bool:
+        """A 429. Returns True when it cut the limit (the first loss of a congestion event).
+        ``spacing``: seconds between this call's start and the start before it; given (by the
+        gate, for 429s) and the limit already at its minimum, the gap grows (pacing)."""
         if sent_epoch < self.epoch:
             return False               # sent before the last cut: part of the same event
         level = self.allowed
+        if spacing is not None and level <= self.min_limit:
+            self._pace_drop(spacing)
         failed_probe = self.ceiling is not None and level >= self.ceiling
         self.hold = min(self.hold * 2, 64 * self.probe_after) if failed_probe and self.hold else self.probe_after
         self.ceiling = level if self.ceiling is None or not failed_probe else min(self.ceiling, level)
@@ -92,6 +116,29 @@ class AIMDController:
         self.limit = max(float(self.min_limit), level * self.backoff)
         self.epoch += 1
         return True
+
+    def _pace_drop(self, spacing: float) -> None:
+        refused = max(self.gap, spacing)   # the spacing the gateway refused
+        if refused <= 0:
+            return
+        failed_probe = self.gap > 0 and self.gap_floor is None
+        self.gap_hold = (min(self.gap_hold * 2, 64 * self.probe_after) if failed_probe and self.gap_hold
+                         else self.probe_after)
+        self.gap = min(self.pace_max, refused * self.pace_increase)
+        self.gap_floor = min(self.gap, refused * self.pace_margin)
+        self.gap_held = 0
+
+    def _pace_success(self) -> None:
+        if self.gap_floor is not None and self.gap <= self.gap_floor:
+            self.gap_held += 1         # at the floor: hold, then probe lower
+            if self.gap_held >= self.gap_hold:
+                self.gap_floor, self.gap_held = None, 0
+            return
+        self.gap *= self.pace_decrease
+        if self.gap_floor is not None:
+            self.gap = max(self.gap, self.gap_floor)
+        elif self.gap < self.pace_off:
+            self.gap, self.gap_hold = 0.0, 0  # pacing off: the next successes grow the limit
 
     def on_error(self, sent_epoch: int, now: float) -> bool:
         """A 502/503/504 or ``provider_error``: a burst of ``burst`` within ``burst_window`` s
@@ -114,16 +161,21 @@ class LimiterStats:
     pauses: int = 0             #: shared pauses (Retry-After applied to every caller)
     max_limit_seen: int = 0
     min_limit_seen: int = 0
+    gap: float = 0.0            #: the current minimum seconds between POST starts (0: not pacing)
+    max_gap_seen: float = 0.0
+    paced: int = 0              #: POSTs that waited for their start time
 
 
 class Slot:
     """One permit to send one generation POST. Report the answer (``success``, ``drop``,
     ``error``) or just ``release``; every path is idempotent (``release`` after a report is a no-op)."""
 
-    __slots__ = ("_limiter", "epoch", "sent_with", "_open")
+    __slots__ = ("_limiter", "epoch", "sent_with", "started", "spacing", "_open")
 
-    def __init__(self, limiter: "Limiter", epoch: int, sent_with: int) -> None:
+    def __init__(self, limiter: "Limiter", epoch: int, sent_with: int, started: float = 0.0,
+                 spacing: float | None = None) -> None:
         self._limiter, self.epoch, self.sent_with, self._open = limiter, epoch, sent_with, True
+        self.started, self.spacing = started, spacing  # the limiter's clock; since the start before
 
     def success(self) -> None:
         self._settle("success")
@@ -146,6 +198,15 @@ class Slot:
         return self._limiter._settle(self, kind, retry_after)
 
 
+class _Pace:
+    """A caller holding a slot and sleeping until its start time ``due`` (paced)."""
+
+    __slots__ = ("loop", "kick", "due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        self.loop, self.due, self.kick = loop, due, loop.create_future()
+
+
 class Limiter:
     """The gate every generation POST of one gateway and key passes. Thread-safe; callers may
     live on any event loop. ``.limit``, ``.in_flight``, ``.stats`` show its state."""
@@ -160,13 +221,17 @@ class Limiter:
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
         self._paused_until = 0.0
         self._pause_id = 0
+        self._last_start: float | None = None  # the limiter's clock at the last POST start
+        self._paced: list[_Pace] = []          # sleepers, in start-time order
         self._rng = random.Random()
         lim = self.controller.allowed
         self._stats = LimiterStats(max_limit_seen=lim, min_limit_seen=lim)
 
     def __repr__(self) -> str:
+        gap = self.gap
         return (f"<Limiter {self.name}: limit {self.limit}, {self.in_flight} in flight, "
-                f"{self._stats.successes} ok, {self._stats.rate_limited} × 429, {self._stats.backoffs} backoffs>")
+                + (f"gap {text.duration(gap)}, " if gap > 0 else "")
+                + f"{self._stats.successes} ok, {self._stats.rate_limited} × 429, {self._stats.backoffs} backoffs>")
 
     @property
     def limit(self) -> int:
@@ -180,9 +245,15 @@ class Limiter:
             return self._in_flight
 
     @property
+    def gap(self) -> float:
+        """The learned minimum seconds between POST starts (0: not pacing)."""
+        with self._lock:
+            return self.controller.gap
+
+    @property
     def stats(self) -> LimiterStats:
         with self._lock:
-            return LimiterStats(**vars(self._stats))
+            return LimiterStats(**{**vars(self._stats), "gap": self.controller.gap})
 
     @property
     def paused_for(self) -> float:
@@ -195,17 +266,21 @@ class Limiter:
         with self._lock:
             c = self.controller
             self.controller = AIMDController(min_limit=c.min_limit, max_limit=c.max_limit, backoff=c.backoff,
-                                             probe_after=c.probe_after, burst=c.burst, burst_window=c.burst_window)
+                                             probe_after=c.probe_after, burst=c.burst, burst_window=c.burst_window,
+                                             pace_increase=c.pace_increase, pace_margin=c.pace_margin,
+                                             pace_decrease=c.pace_decrease, pace_off=c.pace_off, pace_max=c.pace_max)
             self._paused_until = 0.0
             lim = self.controller.allowed
             self._stats = LimiterStats(max_limit_seen=lim, min_limit_seen=lim)
             self._wake_locked(len(self._waiters))
+            self._respace_locked(self._clock())
 
     async def acquire(self, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                       served_pause: int | None = None) -> Slot:
         """Wait for a slot (and for a shared pause to end). Cancelling the wait takes nothing.
         ``sleep``: how to wait out a pause (the client's own, so tests can fake time);
-        ``served_pause``: a pause this caller already waited out on its own."""
+        ``served_pause``: a pause this caller already waited out on its own. While pacing, a
+        caller with a slot sleeps (``sleep``, on its own loop) until its start time."""
         served = served_pause
         front = False
         while True:
@@ -214,7 +289,13 @@ class Limiter:
                 pause = self._paused_until - now if self._pause_id != served else 0.0
                 if pause <= 0 and self._in_flight < self.controller.allowed:
                     self._in_flight += 1
-                    return Slot(self, self.controller.epoch, self._in_flight)
+                    gap = self.controller.gap
+                    last = self._paced[-1].due if self._paced else self._last_start
+                    if gap <= 0 or last is None or last + gap <= now:
+                        return self._start_locked(now)
+                    pace = _Pace(asyncio.get_running_loop(), last + gap)
+                    self._paced.append(pace)
+                    break
                 pause_id = self._pause_id
                 if pause <= 0:
                     fut = asyncio.get_running_loop().create_future()
@@ -234,8 +315,57 @@ class Limiter:
                         self._wake_locked(1)
                 raise
             front = True  # woken: the next try goes first in the queue
+        return await self._wait_for_start(pace, sleep)
+
+    async def _wait_for_start(self, pace: _Pace, sleep: Callable[[float], Awaitable[Any]]) -> Slot:
+        """Sleep (holding the slot) until ``pace.due``; woken early when it moves up."""
+        try:
+            while True:
+                with self._lock:
+                    now = self._clock()
+                    if now >= pace.due - 1e-6:
+                        self._paced.remove(pace)
+                        self._stats.paced += 1
+                        return self._start_locked(now)
+                    wait = pace.due - now
+                    if pace.kick.done():
+                        pace.kick = pace.loop.create_future()
+                    kick = pace.kick
+                sleeper = asyncio.ensure_future(sleep(wait))
+                try:
+                    await asyncio.wait({sleeper, kick}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+        except BaseException:  # cancelled while waiting for its start: the slot and the time go back
+            with self._lock:
+                if pace in self._paced:
+                    self._paced.remove(pace)
+                    self._in_flight -= 1
+                    self._respace_locked(self._clock())
+                    self._wake_locked(1)
+            raise
 
     # --- inside the lock ------------------------------------------------------------------------
+    def _start_locked(self, now: float) -> Slot:
+        """A POST starts now (its slot is already counted in flight)."""
+        spacing = None if self._last_start is None else now - self._last_start
+        self._last_start = now
+        self._respace_locked(now)
+        return Slot(self, self.controller.epoch, self._in_flight, now, spacing)
+
+    def _respace_locked(self, now: float) -> None:
+        """Start times of the sleepers: each the gap after the one before (the first after the last
+        start), never in the past. A sleeper whose time moved up is woken to sleep less."""
+        prev, gap = self._last_start, self.controller.gap
+        for p in self._paced:
+            due = now if prev is None or gap <= 0 else max(now, prev + gap)
+            if due < p.due:
+                try:
+                    p.loop.call_soon_threadsafe(_resolve, p.kick)
+                except RuntimeError:  # that loop is closed: its caller is gone
+                    pass
+            p.due = prev = due
+
     def _wake_locked(self, count: int) -> None:
         while count > 0 and self._waiters:
             loop, fut = self._waiters.popleft()
@@ -256,7 +386,12 @@ class Limiter:
                 c.on_success(max(slot.sent_with, c.allowed if self._waiters else 0))  # callers waited: the limit binds
             elif kind == "drop":
                 s.rate_limited += 1
-                s.backoffs += c.on_drop(slot.epoch)
+                spacing = slot.spacing
+                if spacing is not None and retry_after and retry_after > 0:
+                    # a start after a long idle says little about the rate; Retry-After bounds it (x2:
+                    # in a sliding window it is the time until one slot frees, often below the spacing)
+                    spacing = min(spacing, 2 * retry_after)
+                s.backoffs += c.on_drop(slot.epoch, spacing)
                 if retry_after and retry_after > 0 and (c.allowed <= c.min_limit
                                                         or retry_after >= config.LIMITER_SHARED_PAUSE):
                     until = self._clock() + retry_after
@@ -269,6 +404,9 @@ class Limiter:
                 s.backoffs += c.on_error(slot.epoch, self._clock())
             after = c.allowed
             s.max_limit_seen, s.min_limit_seen = max(s.max_limit_seen, after), min(s.min_limit_seen, after)
+            s.max_gap_seen = max(s.max_gap_seen, c.gap)
+            if self._paced:
+                self._respace_locked(self._clock())
             self._wake_locked(max(0, after - self._in_flight) if after > before else 1)
         return started
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from shark_nb import AsyncShark, Shark, config
+from shark_nb import AsyncShark, Shark, config, text
 from shark_nb.limiter import AIMDController, Limiter, key_fingerprint, limiter_for
 from shark_nb.simulator import ManualClock, Simulator
 from shark_nb.schemas import DEFAULT_MODEL
@@ -76,6 +76,134 @@ def test_error_burst_counts_only_within_its_window():
     for t in (0.0, 6.0, 12.0, 18.0):  # never three within 10 s
         assert not c.on_error(0, now=t)
     assert c.allowed == 4
+
+
+# --- pacing: the same rule on the rate ------------------------------------------------------------
+
+def _paced(**kw) -> AIMDController:
+    return _ctl(**{"limit": 1.0, "pace_increase": 1.5, "pace_margin": 1.2, "pace_decrease": 0.5,
+                   "pace_off": 0.01, "pace_max": 30.0, **kw})
+
+
+@pytest.mark.parametrize("start, events, gap, floor, hold", [
+    # a 429 above the minimum limit cuts the limit, never paces
+    (dict(limit=4.0), [("drop", 0.2)], 0.0, None, 0),
+    # a 5xx burst at the minimum is not a rate signal: no pacing
+    (dict(), [("err", 0), ("err", 0), ("err", 0)], 0.0, None, 0),
+    # a 429 at the minimum: gap = refused spacing x 1.5, floor = x 1.2
+    (dict(), [("drop", 0.2)], 0.3, 0.24, 2),
+    # a further 429 at the minimum: from the larger of gap and spacing
+    (dict(), [("drop", 0.2), ("drop", 0.25)], 0.45, 0.36, 2),
+    (dict(), [("drop", 0.2), ("drop", 0.5)], 0.75, 0.6, 2),
+    # a 429 sent before the last cut is the same event: no second increase
+    (dict(), [("drop", 0.2), ("stale", 0.2)], 0.3, 0.24, 2),
+    # successes shrink it down to the floor, and it holds there ...
+    (dict(), [("drop", 0.2), ("ok", 1)], 0.24, 0.24, 2),
+    (dict(), [("drop", 0.2)] + [("ok", 1)] * 2, 0.24, 0.24, 2),
+    # ... for `hold` successes, then the floor is forgotten and it shrinks on
+    (dict(), [("drop", 0.2)] + [("ok", 1)] * 3, 0.24, None, 2),
+    (dict(), [("drop", 0.2)] + [("ok", 1)] * 4, 0.12, None, 2),
+    # a 429 after the floor was forgotten is a failed probe: the hold doubles
+    (dict(), [("drop", 0.2)] + [("ok", 1)] * 4 + [("drop", 0.12)], 0.18, 0.144, 4),
+    # below pace_off the gap is dropped: pacing off
+    (dict(), [("drop", 0.2)] + [("ok", 1)] * 9, 0.0, None, 0),
+    # never more than pace_max
+    (dict(), [("drop", 25.0)], 30.0, 30.0, 2),
+])
+def test_pacing_update_rule_table(start, events, gap, floor, hold):
+    c = _paced(**start)
+    for kind, arg in events:
+        if kind == "ok":
+            c.on_success(arg)
+        elif kind == "drop":
+            c.on_drop(c.epoch, spacing=arg)
+        elif kind == "stale":
+            c.on_drop(c.epoch - 1, spacing=arg)
+        else:
+            c.on_error(c.epoch, now=100.0)
+    assert (round(c.gap, 6), c.gap_floor if c.gap_floor is None else round(c.gap_floor, 6), c.gap_hold) == (gap, floor, hold)
+
+
+def test_while_pacing_the_limit_does_not_grow_and_grows_again_once_pacing_is_off():
+    c = _paced()
+    c.on_drop(0, spacing=0.2)
+    steps = 0
+    while c.gap > 0:
+        assert c.allowed == 1
+        c.on_success(1)
+        steps += 1
+    assert steps == 8 and c.allowed == 1  # 0.3 → 0.24, held 2, then halving below 0.01 s
+    for _ in range(3):
+        c.on_success(1)
+    assert c.allowed >= 2
+
+
+@pytest.mark.parametrize("spacing, retry_after, gap", [
+    (0.2, 0.9, 0.3),     # the refused spacing, x 1.5
+    (0.2, None, 0.3),    # no Retry-After: the spacing alone
+    (0.2, 0.0, 0.3),     # a Retry-After of 0 (a date in the past) is no bound
+    (600.0, 1.0, 3.0),   # after a long idle the spacing says little: 2 x Retry-After bounds it
+    (0.2, 0.05, 0.15),
+])
+def test_a_429_at_the_minimum_learns_a_gap_from_the_refused_spacing_and_shows_it(spacing, retry_after, gap):
+    clock = [100.0]
+    lim = Limiter(controller=_paced(), clock=lambda: clock[0])
+
+    async def go():
+        (await lim.acquire()).release()  # (a success would grow the limit to 2)
+        clock[0] += spacing
+        (await lim.acquire()).drop(retry_after=retry_after)
+
+    asyncio.run(go())
+    assert lim.gap == pytest.approx(gap) and lim.stats.gap == pytest.approx(gap)
+    assert lim.stats.max_gap_seen == pytest.approx(gap) and f"gap {text.duration(lim.gap)}," in repr(lim)
+
+
+def test_pacing_spaces_post_starts_across_threads_on_their_own_loops():
+    gap = 0.1
+    lim = Limiter(controller=_paced(limit=2.0, gap=gap))
+    starts, lock = [], threading.Lock()
+
+    async def worker():
+        for _ in range(5):
+            slot = await lim.acquire()
+            with lock:
+                starts.append(slot.started)
+            await asyncio.sleep(0.01)
+            slot.release()  # neutral: the gap stays
+        return True
+
+    threads = [_run_in_thread(worker) for _ in range(2)]
+    for t, _ in threads:
+        t.join(20)
+    assert all(out.get("r") for _, out in threads)
+    starts.sort()
+    assert len(starts) == 10 and min(b - a for a, b in zip(starts, starts[1:])) >= gap - 1e-6
+    assert lim.stats.paced >= 8 and lim.in_flight == 0 and lim._paced == []
+
+
+@pytest.mark.parametrize("cancel_last", [False, True])
+async def test_a_cancelled_paced_waiter_gives_its_start_time_back(cancel_last):
+    gap = 1.0
+    lim = Limiter(controller=_paced(limit=3.0, gap=gap))
+    first = await lim.acquire()  # starts now; the next may start 1 s later
+    b = asyncio.ensure_future(lim.acquire())
+    await asyncio.sleep(0.05)
+    c = None if cancel_last else asyncio.ensure_future(lim.acquire())
+    await asyncio.sleep(0.05)
+    assert lim.in_flight == (2 if cancel_last else 3)  # a sleeper holds its slot
+    b.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    if c is None:  # the only sleeper left: its time is free for the next caller
+        c = asyncio.ensure_future(lim.acquire())
+    slot = await asyncio.wait_for(c, 5)
+    # it starts one gap after the first, not two (no hole), and never sooner
+    assert gap - 1e-6 <= slot.started - first.started < 1.6 * gap
+    assert lim.in_flight == 2 and lim._paced == []
+    first.release()
+    slot.release()
+    assert lim.in_flight == 0
 
 
 # --- the gate: threads, loops, cancellation --------------------------------------------------------
@@ -249,6 +377,22 @@ async def test_a_batch_finds_the_hidden_limit_with_zero_failures(ledger, limits,
         assert st.rate_limited >= 1 and st.backoffs >= 1
         assert st.min_limit_seen < config.LIMITER_INITIAL      # it adapted down
     assert len(sim.charges) == 24                              # every 429 was free, nothing paid twice
+    await client.aclose()
+
+
+# Before pacing: 17 of these 24 calls were refused (the limit cannot go below one call in flight,
+# and one caller back to back makes 5 calls a second). Now typically 8–9: ~7 before the limit
+# reaches 1 (the second wave sent at 4–5 in flight, then 2 after the first cut), 1–2 while pacing.
+async def test_a_rate_below_one_caller_back_to_back_is_met_by_pacing(ledger):
+    sim = Simulator(latency=0.2, rate_limit=(4, 1.0), retry_after_format="fractional")
+    client = AsyncShark(simulator=sim, ledger=ledger, quiet=True)
+    results = await client.generate_many([f"p{i}" for i in range(24)], concurrency=16, **LOW)
+    assert not [r for r in results if isinstance(r, Exception)]
+    st = client.limiter.stats
+    assert st.successes == 24 and len(sim.charges) == 24 and sim.accepted_posts == 24  # each charged once
+    assert st.rate_limited <= 11                               # was 17
+    assert st.max_gap_seen > 0.2 and st.paced >= 5             # it paced, slower than back to back
+    assert len(ledger.records) == 24                           # and each in the ledger once
     await client.aclose()
 
 
