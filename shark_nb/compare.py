@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from . import text
@@ -34,8 +35,9 @@ class ComparisonPlan:
     labels: list[str]
     requests: list[ImageRequest]
 
-    @property
+    @cached_property
     def estimates(self) -> list[float | None]:
+        """Each cell's estimate, computed once (the totals and the text below all read it)."""
         return [r.estimate_credit() for r in self.requests]
 
     @property

@@ -421,19 +421,13 @@ def test_a_ledger_that_cannot_record_the_save_costs_a_warning_not_the_files(clie
 
 
 def test_the_magic_and_the_studio_save_record_their_paths(tmp_path, monkeypatch):
-    from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
 
     from shark_nb import magic
-    from shark_nb.ledger import reset_default_ledger
+    from shell_harness import magic_shell
 
     monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    magic.unload_ipython_extension(shell)
-    magic.reset_client()
-    reset_default_ledger()
-    magic.load_ipython_extension(shell)
-    try:
+    with magic_shell() as shell:
         with capture_output():
             shell.run_cell("%shark --quality low --size 1024x1024 a fox from the magic").raise_error()
         result = shell.user_ns["_shark"]
@@ -455,8 +449,3 @@ def test_the_magic_and_the_studio_save_record_their_paths(tmp_path, monkeypatch)
         with capture_output() as cap:
             shell.run_cell("%shark history").raise_error()
         assert any("application/vnd.jupyter.widget-view+json" in o.data for o in cap.outputs)
-    finally:
-        shell.user_ns.pop("_shark", None)
-        magic.unload_ipython_extension(shell)
-        magic.reset_client()
-        reset_default_ledger()

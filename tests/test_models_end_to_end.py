@@ -10,9 +10,10 @@ import io
 import pytest
 from PIL import Image
 
-from shark_nb import BudgetExceededError, Shark, ValidationError, session
+from shark_nb import BudgetExceededError, Shark, ValidationError
 from shark_nb.ledger import Ledger
 from shark_nb.simulator import Simulator, serve_in_thread
+from shell_harness import magic_shell
 
 KEY = "sk-e2e-Z9y8X7w6V5u4"
 GPT, GEMINI, SEEDREAM, MJ, GROK = ("openai/gpt-image-2", "google/gemini-3.1-flash-image-preview",
@@ -134,20 +135,9 @@ def test_the_budget_guards_the_whole_grid_before_anything_is_sent(client, server
 
 @pytest.fixture
 def ip(client, tmp_path, monkeypatch):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from shark_nb import magic
-
     monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    magic.unload_ipython_extension(shell)
-    session.set_client(client)
-    magic.load_ipython_extension(shell)
-    yield shell
-    for name in ("_shark", "grid"):
-        shell.user_ns.pop(name, None)
-    magic.unload_ipython_extension(shell)
-    session.reset_client()
+    with magic_shell(client) as shell:
+        yield shell
 
 
 def _run(ip, cell: str):

@@ -24,13 +24,12 @@ import time
 import httpx
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.displaypub import CapturingDisplayPublisher
 from PIL import Image, ImageDraw
 
 from shark_nb import AsyncShark, Ledger, Shark, images, magic
-from shark_nb.ledger import reset_default_ledger
 from shark_nb.ui import studio
+from shell_harness import magic_shell
 
 KEY = "sk-pix-Q7f1e2d3c4b9Z"
 API = "https://shark.test/api/v1"
@@ -211,16 +210,8 @@ class Recorder(CapturingDisplayPublisher):
 @pytest.fixture
 def ip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    magic.unload_ipython_extension(shell)
-    magic.reset_client()
-    reset_default_ledger()
-    magic.load_ipython_extension(shell)
-    yield shell
-    shell.user_ns.pop("_shark", None)
-    magic.unload_ipython_extension(shell)
-    magic.reset_client()
-    reset_default_ledger()
+    with magic_shell() as shell:
+        yield shell
 
 
 @pytest.mark.parametrize("in_a_notebook", [True, False])
